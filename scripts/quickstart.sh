@@ -22,7 +22,7 @@ readonly METRICS_URL=http://$LOOPBACK:$METRICS_PORT/metrics
 readonly BACKEND_URL=http://$LOOPBACK:$BACKEND_PORT
 readonly CURL_MAX_TIME_SECONDS=10
 readonly STARTUP_TIMEOUT_SECONDS=60
-readonly STOP_TIMEOUT_SECONDS=10
+readonly STOP_TIMEOUT_SECONDS=5
 readonly PUSH_BODY='{"title":"hello","body":"from keygate"}'
 readonly PUSH_ID=some-push-id
 
@@ -97,20 +97,24 @@ heading() {
 started_pids=()
 started_names=()
 
+# Stop one server: SIGINT first, because pingora treats it as a fast
+# shutdown while SIGTERM waits out a grace period (300 s by default in
+# pingora 0.9). SIGTERM and then SIGKILL follow for a server that ignores it.
 stop_process() {
-    local pid=$1 name=$2 waited
-    if kill -0 "$pid" 2>/dev/null; then
-        say "stopping $name (pid $pid)"
-        kill -TERM "$pid" 2>/dev/null || true
+    local pid=$1 name=$2 signal waited
+    for signal in INT TERM KILL; do
+        kill -0 "$pid" 2>/dev/null || break
+        if [[ $signal == INT ]]; then
+            say "stopping $name (pid $pid)"
+        else
+            say "$name (pid $pid) is still running after $STOP_TIMEOUT_SECONDS s, sending SIG$signal"
+        fi
+        kill -s "$signal" "$pid" 2>/dev/null || true
         for ((waited = 0; waited < STOP_TIMEOUT_SECONDS * 10; waited++)); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        if kill -0 "$pid" 2>/dev/null; then
-            say "$name (pid $pid) did not stop within $STOP_TIMEOUT_SECONDS s, killing it"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
+    done
     wait "$pid" 2>/dev/null || true
 }
 
