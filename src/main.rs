@@ -1,1 +1,129 @@
-fn main() {}
+//! keygate: an API-key gateway in front of a push backend.
+//!
+//! Start-up: read the command line, load and check the config, start
+//! logging, check the listen addresses, then serve until a signal.
+
+mod admin;
+mod clients;
+mod config;
+mod forward;
+mod gateway;
+mod keygen;
+mod logging;
+mod metrics;
+mod reload;
+mod respond;
+mod routes;
+mod server;
+mod upstream;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing::{info, warn};
+
+/// API-key gateway in front of a push backend.
+#[derive(Parser)]
+#[command(name = "keygate", version, about)]
+struct Cli {
+    /// Config file (NPS-style YAML with `gateway` and `allowedClients`).
+    #[arg(long, short, global = true, value_name = "PATH", default_value = "config/application.yml")]
+    config: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the config file, print a summary, and exit non-zero if it is invalid.
+    CheckConfig,
+    /// Print a new client entry and its x-api-key value, without a running gateway.
+    GenerateClient {
+        /// The clientId: 1 to 128 bytes, no whitespace, control characters or ':'.
+        client_id: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig) => check_config(&cli.config),
+        Some(Command::GenerateClient { client_id }) => generate_client(&client_id),
+        None => run(cli.config),
+    }
+}
+
+fn run(config_path: PathBuf) -> ExitCode {
+    // 1. Load and check the config; nothing starts unless it passes.
+    let (snapshot, warnings) = match reload::load_snapshot(&config_path) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("keygate: invalid config: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // 2. Logging, at the config's level unless RUST_LOG says otherwise.
+    if let Err(err) = logging::init(snapshot.settings.log.level, snapshot.settings.log.format) {
+        eprintln!("keygate: {err}");
+        return ExitCode::FAILURE;
+    }
+    info!(config = %config_path.display(), clients = snapshot.clients.len(), "config loaded");
+    for warning in &warnings {
+        warn!("{warning}");
+    }
+
+    // 3. Every listen address must be free before the engine takes them.
+    let mut addrs = snapshot.settings.listen.0.clone();
+    addrs.push(snapshot.settings.metrics.listen.0);
+    if let Err(err) = server::check_listeners(&addrs) {
+        eprintln!("keygate: {err}; stop whatever uses the port or change gateway.listen / gateway.metrics.listen");
+        return ExitCode::from(3);
+    }
+
+    // 4. Serve until SIGTERM or SIGINT.
+    server::run(config_path, snapshot);
+    ExitCode::SUCCESS
+}
+
+fn check_config(config_path: &std::path::Path) -> ExitCode {
+    let config = match config::load(config_path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("keygate: invalid config: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = &config.gateway;
+    let listen: Vec<String> = settings.listen.0.iter().map(ToString::to_string).collect();
+    println!("config {} is valid", config_path.display());
+    println!("  listen:         {}", listen.join(", "));
+    println!("  contextPath:    {}", settings.context_path);
+    println!("  uriBase:        {}", settings.uri_base);
+    println!("  upstream:       {}", settings.upstream);
+    println!("  metrics:        http://{}/metrics", settings.metrics.listen.0);
+    println!("  allowedClients: {}", config.clients.len());
+    for warning in &config.warnings {
+        println!("warning: {warning}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn generate_client(client_id: &str) -> ExitCode {
+    if let Err(reason) = config::check_client_id(client_id) {
+        eprintln!("keygate: invalid clientId {client_id:?}: {reason}");
+        return ExitCode::from(2);
+    }
+    match keygen::new_key() {
+        Ok(key) => {
+            print!("{}", keygen::snippet(client_id, &key));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("keygate: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The `gateway` section of the config file, with the defaults that apply
+//! when a setting is left out. An unknown key is an error, so a typo is
+//! never silently ignored.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::units::{ConfigDuration, ConfigSize};
+use super::values::{AdminNet, ForwardedHeader, ListenAddrs, RoutePrefix, Threads, UpstreamUrl};
+
+/// pingora rejects a request head larger than this before any keygate code runs.
+pub const ENGINE_MAX_HEADER_SIZE: u64 = 1024 * 1024;
+
+/// Every setting of the `gateway` section.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct GatewaySettings {
+    pub listen: ListenAddrs,
+    pub context_path: RoutePrefix,
+    pub uri_base: RoutePrefix,
+    pub upstream: UpstreamUrl,
+    pub forward_refresh: bool,
+    pub hide_credentials: bool,
+    pub client_id_header: ForwardedHeader,
+    pub request_id_header: ForwardedHeader,
+    pub admin_allow_from: Vec<AdminNet>,
+    pub threads: Threads,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub log: LogSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// Time limits for the backend and for clients.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Timeouts {
+    /// Connecting to the backend.
+    pub connect: ConfigDuration,
+    /// Waiting for each read from the backend.
+    pub read: ConfigDuration,
+    /// Waiting for each write to the backend.
+    pub write: ConfigDuration,
+    /// How long an unused pooled backend connection is kept.
+    pub upstream_idle: ConfigDuration,
+    /// Waiting for each read from a client, and for its next request on a kept-alive connection.
+    pub client_read: ConfigDuration,
+}
+
+/// Size limits on requests and on the work spent on refused ones.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Limits {
+    pub max_header_size: ConfigSize,
+    pub max_body_size: ConfigSize,
+    /// The largest body read and discarded after a local answer so the connection stays open.
+    pub drain_body_max: ConfigSize,
+    /// How long such a body may take to arrive.
+    pub drain_time: ConfigDuration,
+}
+
+/// Log level, format and the access log switch.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct LogSettings {
+    pub level: LogLevel,
+    pub format: LogFormat,
+    pub access: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The Prometheus listener.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct MetricsSettings {
+    pub listen: super::values::ListenAddr,
+    /// Count requests by clientId; the label values come from the config only.
+    pub per_client: bool,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            listen: ListenAddrs(vec![SocketAddr::from(([0, 0, 0, 0], 20200))]),
+            context_path: RoutePrefix("/nps".into()),
+            uri_base: RoutePrefix("/rest".into()),
+            upstream: UpstreamUrl { host: "127.0.0.1".into(), port: 20280 },
+            forward_refresh: true,
+            hide_credentials: false,
+            client_id_header: ForwardedHeader(http::HeaderName::from_static("x-client-id")),
+            request_id_header: ForwardedHeader(http::HeaderName::from_static("x-request-id")),
+            admin_allow_from: vec![
+                AdminNet(ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]))),
+                AdminNet(ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST))),
+            ],
+            threads: Threads::Auto,
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            log: LogSettings::default(),
+            metrics: MetricsSettings::default(),
+        }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: ConfigDuration(Duration::from_secs(1)),
+            read: ConfigDuration(Duration::from_secs(30)),
+            write: ConfigDuration(Duration::from_secs(30)),
+            upstream_idle: ConfigDuration(Duration::from_secs(60)),
+            client_read: ConfigDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_size: ConfigSize(64 * 1024),
+            max_body_size: ConfigSize(10 * 1024 * 1024),
+            drain_body_max: ConfigSize(64 * 1024),
+            drain_time: ConfigDuration(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings { level: LogLevel::Info, format: LogFormat::Text, access: true }
+    }
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            listen: super::values::ListenAddr(SocketAddr::from(([127, 0, 0, 1], 20201))),
+            per_client: false,
+        }
+    }
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+impl GatewaySettings {
+    /// Checks the rules that involve more than one setting.
+    pub fn check_combinations(&self) -> Result<(), String> {
+        if self.client_id_header == self.request_id_header {
+            return Err(format!(
+                "clientIdHeader and requestIdHeader are both {:?}; give them different names",
+                self.client_id_header.0.as_str()
+            ));
+        }
+        if self.limits.max_header_size.0 > ENGINE_MAX_HEADER_SIZE {
+            return Err(format!(
+                "limits.maxHeaderSize {} is larger than the 1 MiB that the proxy engine accepts; use at most \"1MiB\"",
+                self.limits.max_header_size
+            ));
+        }
+        if self.listen.0.contains(&self.metrics.listen.0) {
+            return Err(format!(
+                "metrics.listen {} is also a gateway listen address; give the metrics listener its own port",
+                self.metrics.listen.0
+            ));
+        }
+        Ok(())
+    }
+
+    /// Names the settings whose new value waits for a restart to take effect.
+    pub fn settings_needing_restart(&self, new: &GatewaySettings) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.listen != new.listen {
+            names.push("gateway.listen");
+        }
+        if self.threads != new.threads {
+            names.push("gateway.threads");
+        }
+        if self.metrics.listen != new.metrics.listen {
+            names.push("gateway.metrics.listen");
+        }
+        if self.log.format != new.log.format {
+            names.push("gateway.log.format");
+        }
+        names
+    }
+}

@@ -1,0 +1,208 @@
+//! Header edits on forwarded requests and on the backend's answers:
+//! identity, credentials, forwarding headers and hop-by-hop headers.
+
+use std::net::IpAddr;
+
+use http::header::{CONNECTION, HeaderName};
+use http::HeaderMap;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::Result;
+
+use crate::config::GatewaySettings;
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1, plus the older `Keep-Alive`
+/// and `Proxy-Connection`). `Transfer-Encoding` is hop-by-hop too, but the
+/// proxy engine owns message framing and rewrites it itself.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+const X_API_KEY: &str = "x-api-key";
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// Prepares a checked request for the backend.
+///
+/// # Errors
+///
+/// A header value could not be set (it never contains client bytes that
+/// were not already a valid header value).
+pub fn prepare_request(
+    request: &mut RequestHeader,
+    settings: &GatewaySettings,
+    client_id: &str,
+    request_id: &str,
+    peer_ip: Option<IpAddr>,
+) -> Result<()> {
+    // Headers named in `Connection` go, except the identity keygate sets below.
+    for name in connection_listed(&request.headers) {
+        if name != settings.client_id_header.0 {
+            request.remove_header(&name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        request.remove_header(*name);
+    }
+
+    // A client must not choose its own identity, in any spelling a backend might fold.
+    let identity = &settings.client_id_header.0;
+    for name in names_like(&request.headers, identity) {
+        request.remove_header(&name);
+    }
+    request.insert_header(identity.clone(), client_id)?;
+
+    if settings.hide_credentials {
+        request.remove_header(X_API_KEY);
+    }
+
+    if let Some(ip) = peer_ip {
+        let forwarded_for = match request.headers.get(X_FORWARDED_FOR).map(|value| value.to_str()) {
+            Some(Ok(earlier)) if !earlier.trim().is_empty() => format!("{earlier}, {ip}"),
+            _ => ip.to_string(),
+        };
+        request.insert_header(X_FORWARDED_FOR, forwarded_for)?;
+    }
+    request.insert_header(X_FORWARDED_PROTO, "http")?;
+    request.insert_header(settings.request_id_header.0.clone(), request_id)?;
+    Ok(())
+}
+
+/// Removes hop-by-hop headers from the backend's answer and adds the request id.
+///
+/// # Errors
+///
+/// The request id could not be set as a header value.
+pub fn prepare_response(response: &mut ResponseHeader, settings: &GatewaySettings, request_id: &str) -> Result<()> {
+    for name in connection_listed(&response.headers) {
+        response.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        response.remove_header(*name);
+    }
+    if !response.headers.contains_key(&settings.request_id_header.0) {
+        response.insert_header(settings.request_id_header.0.clone(), request_id)?;
+    }
+    Ok(())
+}
+
+/// The header names listed in `Connection`.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// The names in `headers` equal to `target` once `_` is read as `-`.
+fn names_like(headers: &HeaderMap, target: &HeaderName) -> Vec<HeaderName> {
+    let target = target.as_str().as_bytes();
+    headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str().as_bytes();
+            name.len() == target.len()
+                && name.iter().zip(target).all(|(got, want)| got == want || (*got == b'_' && *want == b'-'))
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build("POST", b"/nps/rest/push/p1", None).unwrap();
+        for (name, value) in headers {
+            request.append_header(name.to_string(), *value).unwrap();
+        }
+        request
+    }
+
+    fn values(request: &RequestHeader, name: &str) -> Vec<String> {
+        request.headers.get_all(name).iter().map(|value| value.to_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn identity_replaced_in_every_spelling() {
+        let settings = GatewaySettings::default();
+        let mut request = request(&[("X-Client-Id", "someone-else"), ("x_client_id", "other"), ("X-Client_Id", "third")]);
+        prepare_request(&mut request, &settings, "karolin", "rid", None).unwrap();
+        assert_eq!(values(&request, "x-client-id"), ["karolin"]);
+        assert!(request.headers.get("x_client_id").is_none());
+        assert!(request.headers.get("x-client_id").is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_and_listed_headers_dropped() {
+        let settings = GatewaySettings::default();
+        let mut request = request(&[
+            ("Connection", "keep-alive, x-foo"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("x-foo", "1"),
+            ("x-bar", "2"),
+        ]);
+        prepare_request(&mut request, &settings, "karolin", "rid", None).unwrap();
+        for name in ["connection", "keep-alive", "te", "x-foo"] {
+            assert!(request.headers.get(name).is_none(), "{name} must be dropped");
+        }
+        assert_eq!(values(&request, "x-bar"), ["2"]);
+    }
+
+    #[test]
+    fn connection_cannot_drop_identity() {
+        let settings = GatewaySettings::default();
+        let mut request = request(&[("Connection", "x-client-id")]);
+        prepare_request(&mut request, &settings, "karolin", "rid", None).unwrap();
+        assert_eq!(values(&request, "x-client-id"), ["karolin"]);
+    }
+
+    #[test]
+    fn credentials_kept_or_hidden() {
+        let mut settings = GatewaySettings::default();
+        let mut kept = request(&[("x-api-key", "value")]);
+        prepare_request(&mut kept, &settings, "karolin", "rid", None).unwrap();
+        assert_eq!(values(&kept, "x-api-key"), ["value"]);
+
+        settings.hide_credentials = true;
+        let mut hidden = request(&[("x-api-key", "value")]);
+        prepare_request(&mut hidden, &settings, "karolin", "rid", None).unwrap();
+        assert!(hidden.headers.get("x-api-key").is_none());
+    }
+
+    #[test]
+    fn forwarding_headers() {
+        let settings = GatewaySettings::default();
+        let mut request = request(&[("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https")]);
+        prepare_request(&mut request, &settings, "karolin", "rid-1", Some("127.0.0.1".parse().unwrap())).unwrap();
+        assert_eq!(values(&request, "x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
+        assert_eq!(values(&request, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&request, "x-request-id"), ["rid-1"]);
+    }
+
+    #[test]
+    fn response_hop_by_hop_dropped() {
+        let settings = GatewaySettings::default();
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        response.append_header("Connection", "close, x-secret").unwrap();
+        response.append_header("x-secret", "1").unwrap();
+        response.append_header("Keep-Alive", "timeout=5").unwrap();
+        response.append_header("Content-Length", "2").unwrap();
+        prepare_response(&mut response, &settings, "rid").unwrap();
+        assert!(response.headers.get("x-secret").is_none());
+        assert!(response.headers.get("keep-alive").is_none());
+        assert_eq!(response.headers.get("content-length").unwrap(), "2");
+        assert_eq!(response.headers.get("x-request-id").unwrap(), "rid");
+    }
+}

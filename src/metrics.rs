@@ -1,0 +1,243 @@
+//! Every Prometheus metric keygate exports, in its own registry, and the
+//! listener app that serves them.
+//!
+//! Label values come only from fixed sets or from the config file, never
+//! from request input. Handles for the fixed label sets are resolved once.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::clients::DenyReason;
+
+/// What kind of route a request took; the `route` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteLabel {
+    Proxy,
+    Admin,
+    Health,
+    Other,
+}
+
+impl RouteLabel {
+    const ALL: [RouteLabel; 4] = [RouteLabel::Proxy, RouteLabel::Admin, RouteLabel::Health, RouteLabel::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteLabel::Proxy => "proxy",
+            RouteLabel::Admin => "admin",
+            RouteLabel::Health => "health",
+            RouteLabel::Other => "other",
+        }
+    }
+}
+
+/// Kinds of backend failure; the `kind` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect,
+    Timeout,
+    Reset,
+    Other,
+}
+
+impl UpstreamErrorKind {
+    const ALL: [UpstreamErrorKind; 4] =
+        [UpstreamErrorKind::Connect, UpstreamErrorKind::Timeout, UpstreamErrorKind::Reset, UpstreamErrorKind::Other];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Reset => "reset",
+            UpstreamErrorKind::Other => "other",
+        }
+    }
+}
+
+/// What started a reload; the `trigger` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    Refresh,
+}
+
+impl ReloadTrigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadTrigger::Refresh => "refresh",
+        }
+    }
+}
+
+/// The registry and every metric in it.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    auth_failures: [IntCounter; DenyReason::ALL.len()],
+    durations: [Histogram; RouteLabel::ALL.len()],
+    upstream_errors: [IntCounter; UpstreamErrorKind::ALL.len()],
+    reloads: IntCounterVec,
+    last_reload_success: Gauge,
+    allowed_clients: IntGauge,
+    client_requests: IntCounterVec,
+}
+
+/// The process's metrics. A gateway runs once a process, so one registry serves it.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("keygate_requests_total", "Requests answered, by route and status code"),
+            &["route", "status"],
+        )
+        .expect("metric definition is valid");
+        let auth_failures_vec = IntCounterVec::new(
+            Opts::new("keygate_auth_failures_total", "Requests refused by the key check, by reason"),
+            &["reason"],
+        )
+        .expect("metric definition is valid");
+        let durations_vec = HistogramVec::new(
+            HistogramOpts::new("keygate_request_duration_seconds", "Time from request head to the end of the answer")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["route"],
+        )
+        .expect("metric definition is valid");
+        let upstream_errors_vec = IntCounterVec::new(
+            Opts::new("keygate_upstream_errors_total", "Failed requests to the backend, by kind"),
+            &["kind"],
+        )
+        .expect("metric definition is valid");
+        let reloads = IntCounterVec::new(
+            Opts::new("keygate_config_reloads_total", "Config reloads, by trigger and result"),
+            &["trigger", "result"],
+        )
+        .expect("metric definition is valid");
+        let last_reload_success = Gauge::new(
+            "keygate_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last config load that succeeded",
+        )
+        .expect("metric definition is valid");
+        let allowed_clients = IntGauge::new("keygate_allowed_clients", "Clients in the loaded snapshot")
+            .expect("metric definition is valid");
+        let client_requests = IntCounterVec::new(
+            Opts::new("keygate_client_requests_total", "Requests that passed the key check, by configured clientId"),
+            &["client_id"],
+        )
+        .expect("metric definition is valid");
+
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_failures_vec.clone()),
+            Box::new(durations_vec.clone()),
+            Box::new(upstream_errors_vec.clone()),
+            Box::new(reloads.clone()),
+            Box::new(last_reload_success.clone()),
+            Box::new(allowed_clients.clone()),
+            Box::new(client_requests.clone()),
+        ] {
+            registry.register(collector).expect("metric names are unique");
+        }
+
+        Metrics {
+            auth_failures: DenyReason::ALL.map(|reason| auth_failures_vec.with_label_values(&[reason.as_str()])),
+            durations: RouteLabel::ALL.map(|route| durations_vec.with_label_values(&[route.as_str()])),
+            upstream_errors: UpstreamErrorKind::ALL.map(|kind| upstream_errors_vec.with_label_values(&[kind.as_str()])),
+            registry,
+            requests,
+            reloads,
+            last_reload_success,
+            allowed_clients,
+            client_requests,
+        }
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn observe_request(&self, route: RouteLabel, status: http::StatusCode, seconds: f64) {
+        self.requests.with_label_values(&[route.as_str(), status.as_str()]).inc();
+        self.durations[route as usize].observe(seconds);
+    }
+
+    pub fn count_auth_failure(&self, reason: DenyReason) {
+        self.auth_failures[reason as usize].inc();
+    }
+
+    pub fn count_upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors[kind as usize].inc();
+    }
+
+    /// Counts a request of a configured client; called only when `metrics.perClient` is on.
+    pub fn count_client_request(&self, client_id: &str) {
+        self.client_requests.with_label_values(&[client_id]).inc();
+    }
+
+    /// Drops the per-client series of clients no longer configured, or all of them.
+    pub fn forget_clients<'a>(&self, client_ids: impl Iterator<Item = &'a str>) {
+        for client_id in client_ids {
+            // A series that was never created is not an error worth reporting.
+            let _ = self.client_requests.remove_label_values(&[client_id]);
+        }
+    }
+
+    pub fn forget_all_clients(&self) {
+        self.client_requests.reset();
+    }
+
+    /// Records the outcome of a config reload.
+    pub fn record_reload(&self, trigger: ReloadTrigger, succeeded: bool, clients: usize) {
+        let result = if succeeded { "ok" } else { "error" };
+        self.reloads.with_label_values(&[trigger.as_str(), result]).inc();
+        if succeeded {
+            self.record_load(clients);
+        }
+    }
+
+    /// Records a successful load, including the first one at start-up.
+    pub fn record_load(&self, clients: usize) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |elapsed| elapsed.as_secs_f64());
+        self.last_reload_success.set(now);
+        self.allowed_clients.set(i64::try_from(clients).unwrap_or(i64::MAX));
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec fails only on invalid metric families, which
+        // the fixed definitions above rule out.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        buffer
+    }
+}
+
+/// The app on the metrics listener: `GET /metrics`, and 404 for anything else.
+pub struct MetricsApp;
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let header = session.req_header();
+        let (status, content_type, body) = match (header.method.as_str(), header.uri.path()) {
+            ("GET", "/metrics") => (200, TextEncoder::new().format_type().to_string(), METRICS.render()),
+            (_, "/metrics") => (405, "text/plain".to_string(), b"only GET is allowed on /metrics\n".to_vec()),
+            _ => (404, "text/plain".to_string(), b"not found; metrics are at /metrics\n".to_vec()),
+        };
+        let mut response = Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::CONTENT_LENGTH, body.len());
+        if status == 405 {
+            response = response.header(http::header::ALLOW, "GET");
+        }
+        response.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}

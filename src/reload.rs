@@ -1,0 +1,187 @@
+//! The `arc-swap` holder of the current snapshot, and the one path by which
+//! a new snapshot gets in: read the file off the request threads, check
+//! it, build the snapshot, swap. Reloads are serialised; a failed one
+//! changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+use tracing::{info, warn};
+
+use crate::clients::ClientTable;
+use crate::config::{self, Config, ConfigError, GatewaySettings};
+use crate::metrics::{ReloadTrigger, METRICS};
+use crate::routes::Routes;
+use crate::upstream::Upstream;
+
+/// Everything a request reads, loaded as one unit so a request never sees half a config.
+pub struct Snapshot {
+    pub settings: GatewaySettings,
+    pub clients: ClientTable,
+    pub upstream: Arc<Upstream>,
+    pub routes: Routes,
+    /// Each top-level key of the file with a fingerprint of its value.
+    top_level: Vec<(String, u64)>,
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Default)]
+pub struct ReloadReport {
+    /// Top-level keys whose value changed, appeared or disappeared, in file order.
+    pub changed: Vec<String>,
+    pub clients_added: usize,
+    pub clients_removed: usize,
+    pub clients_kept: usize,
+    /// Settings whose new value waits for a restart.
+    pub waiting_for_restart: Vec<&'static str>,
+    /// Problems that did not stop the file from loading.
+    pub warnings: Vec<String>,
+}
+
+/// The current snapshot and the file it comes from.
+pub struct SnapshotStore {
+    path: PathBuf,
+    current: ArcSwap<Snapshot>,
+    /// Held for a whole reload so that reloads never interleave.
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot from a checked config. Blocks: it hashes every key and looks up the upstream host.
+    ///
+    /// # Errors
+    ///
+    /// The upstream host does not resolve.
+    pub fn build(config: Config) -> Result<Self, String> {
+        let upstream = Upstream::resolve(&config.gateway)?;
+        Ok(Snapshot {
+            clients: ClientTable::new(&config.clients),
+            routes: Routes::new(&config.gateway),
+            upstream: Arc::new(upstream),
+            settings: config.gateway,
+            top_level: config.top_level,
+        })
+    }
+}
+
+/// Reads, checks and builds a snapshot from `path`. Blocks.
+///
+/// # Errors
+///
+/// The file is unreadable, invalid, or its upstream host does not resolve.
+pub fn load_snapshot(path: &Path) -> Result<(Snapshot, Vec<String>), ConfigError> {
+    let config = config::load(path)?;
+    let warnings = config.warnings.clone();
+    let snapshot = Snapshot::build(config).map_err(|message| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        message: format!("gateway.upstream: {message}"),
+    })?;
+    Ok((snapshot, warnings))
+}
+
+impl SnapshotStore {
+    pub fn new(path: PathBuf, snapshot: Snapshot) -> Self {
+        METRICS.record_load(snapshot.clients.len());
+        SnapshotStore { path, current: ArcSwap::from_pointee(snapshot), reload_lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// The snapshot in force now; cheap, and never blocked by a reload.
+    pub fn current(&self) -> Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The snapshot in force now, to keep for the whole of one request.
+    pub fn current_owned(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Reads the file again and swaps in the new snapshot if it passes every rule.
+    ///
+    /// # Errors
+    ///
+    /// The new file is rejected; the old snapshot stays in force.
+    pub async fn reload(&self, trigger: ReloadTrigger) -> Result<ReloadReport, ConfigError> {
+        let _serialised = self.reload_lock.lock().await;
+
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&path)).await.unwrap_or_else(|err| {
+            Err(ConfigError {
+                file: self.path.clone(),
+                line: None,
+                column: None,
+                message: format!("the reload task failed: {err}"),
+            })
+        });
+        let (mut snapshot, warnings) = match loaded {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                METRICS.record_reload(trigger, false, self.current().clients.len());
+                return Err(err);
+            }
+        };
+
+        let old = self.current.load_full();
+        let waiting_for_restart = old.settings.settings_needing_restart(&snapshot.settings);
+        keep_running_values(&old.settings, &mut snapshot.settings);
+        let report = compare(&old, &snapshot, waiting_for_restart, warnings);
+
+        apply_live_settings(&old, &snapshot);
+        let clients = snapshot.clients.len();
+        self.current.store(Arc::new(snapshot));
+        METRICS.record_reload(trigger, true, clients);
+        Ok(report)
+    }
+}
+
+/// Keeps the running values of settings that take effect only at start-up.
+fn keep_running_values(running: &GatewaySettings, new: &mut GatewaySettings) {
+    new.listen = running.listen.clone();
+    new.threads = running.threads;
+    new.metrics.listen = running.metrics.listen;
+    new.log.format = running.log.format;
+}
+
+fn compare(old: &Snapshot, new: &Snapshot, waiting_for_restart: Vec<&'static str>, warnings: Vec<String>) -> ReloadReport {
+    let mut changed: Vec<String> = new
+        .top_level
+        .iter()
+        .filter(|(name, fingerprint)| !old.top_level.iter().any(|(old_name, old_print)| old_name == name && old_print == fingerprint))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for (name, _) in &old.top_level {
+        if !new.top_level.iter().any(|(new_name, _)| new_name == name) {
+            changed.push(name.clone());
+        }
+    }
+
+    let clients_kept = new.clients.client_ids().filter(|id| old.clients.contains(id)).count();
+    ReloadReport {
+        changed,
+        clients_added: new.clients.len() - clients_kept,
+        clients_removed: old.clients.len() - clients_kept,
+        clients_kept,
+        waiting_for_restart,
+        warnings,
+    }
+}
+
+/// Applies the side effects of settings that live outside the snapshot.
+fn apply_live_settings(old: &Snapshot, new: &Snapshot) {
+    if old.settings.log.level != new.settings.log.level {
+        crate::logging::set_level(new.settings.log.level);
+        info!(level = new.settings.log.level.as_str(), "log level changed");
+    }
+    if !new.settings.metrics.per_client {
+        if old.settings.metrics.per_client {
+            METRICS.forget_all_clients();
+        }
+    } else {
+        METRICS.forget_clients(old.clients.client_ids().filter(|id| !new.clients.contains(id)));
+    }
+    if new.clients.len() == 0 {
+        warn!("the new config allows no client; every keyed request gets 403");
+    }
+}

@@ -1,0 +1,143 @@
+//! Answers that keygate writes itself: one JSON error shape, a
+//! `Content-Length` on every answer, and connection handling that depends
+//! only on how the request body is framed.
+//!
+//! A body up to `drainBodyMax` that arrives within `drainTime` is read and
+//! discarded before the answer, so the connection stays open for the next
+//! request. A larger or slower body, or `Expect: 100-continue`, gets
+//! `Connection: close`; the leftover bytes are never parsed as a request.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, TRANSFER_ENCODING};
+use http::{HeaderName, StatusCode};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use crate::config::GatewaySettings;
+
+/// A locally made answer.
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: Bytes,
+    pub headers: Vec<(HeaderName, String)>,
+}
+
+impl Answer {
+    /// The Spring Boot error shape: `{"status":403,"error":"Forbidden","message":"..."}`.
+    pub fn error(status: StatusCode, message: &str) -> Self {
+        let body = serde_json::json!({
+            "status": status.as_u16(),
+            "error": status.canonical_reason().unwrap_or("Error"),
+            "message": message,
+        });
+        Answer::json(status, &body)
+    }
+
+    pub fn json(status: StatusCode, body: &serde_json::Value) -> Self {
+        let mut text = body.to_string();
+        text.push('\n');
+        Answer { status, content_type: "application/json", body: Bytes::from(text), headers: Vec::new() }
+    }
+
+    pub fn text(status: StatusCode, body: String) -> Self {
+        Answer { status, content_type: "text/plain; charset=utf-8", body: Bytes::from(body), headers: Vec::new() }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// The one 403 body, the same for every failure reason.
+pub static FORBIDDEN_BODY: &str = "{\"status\":403,\"error\":\"Forbidden\",\"message\":\"Access denied\"}\n";
+
+/// Writes `answer` to the client after settling the request body.
+///
+/// # Errors
+///
+/// Writing to the client failed.
+pub async fn send(session: &mut Session, settings: &GatewaySettings, request_id: &str, answer: Answer) -> Result<()> {
+    let framing = settle_body(session, settings).await;
+    if framing != Framing::Settled {
+        session.set_keepalive(None);
+    }
+
+    let mut header = ResponseHeader::build(answer.status, Some(4 + answer.headers.len()))?;
+    header.insert_header(CONTENT_TYPE, answer.content_type)?;
+    header.insert_header(CONTENT_LENGTH, answer.body.len())?;
+    header.insert_header(settings.request_id_header.0.clone(), request_id)?;
+    for (name, value) in answer.headers {
+        header.append_header(name, value)?;
+    }
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(answer.body), true).await?;
+
+    if framing == Framing::TooLarge {
+        linger(session, settings.limits.drain_time.0).await;
+    }
+    Ok(())
+}
+
+/// What became of the request body before a local answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// No body, or all of it read: the connection can stay open.
+    Settled,
+    /// The client waits for `100 Continue` before it sends the body.
+    HeldBack,
+    /// Too large or too slow to read; the connection closes after the answer.
+    TooLarge,
+}
+
+async fn settle_body(session: &mut Session, settings: &GatewaySettings) -> Framing {
+    if session.is_body_done() {
+        return Framing::Settled;
+    }
+    let header = session.req_header();
+    let expects_continue = header
+        .headers
+        .get(EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        return Framing::HeldBack;
+    }
+    let max = settings.limits.drain_body_max.0;
+    let declared = header
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max) && !header.headers.contains_key(TRANSFER_ENCODING) {
+        return Framing::TooLarge;
+    }
+
+    let drain = async {
+        let mut read = 0u64;
+        while let Some(chunk) = session.read_request_body().await? {
+            read += chunk.len() as u64;
+            if read > max {
+                return Ok(Framing::TooLarge);
+            }
+        }
+        Ok::<_, Box<pingora::Error>>(Framing::Settled)
+    };
+    match tokio::time::timeout(settings.limits.drain_time.0, drain).await {
+        Ok(Ok(framing)) => framing,
+        Ok(Err(_)) | Err(_) => Framing::TooLarge,
+    }
+}
+
+/// Reads and discards what the client still sends, for at most `time`, so
+/// that closing the socket does not reset the connection before the client
+/// has read the answer.
+async fn linger(session: &mut Session, time: Duration) {
+    let discard = async {
+        while let Ok(Some(_)) = session.read_request_body().await {}
+    };
+    let _ = tokio::time::timeout(time, discard).await;
+}

@@ -1,0 +1,70 @@
+//! Builds the pingora server from a checked config: the gateway service on
+//! every listen address, the metrics listener, and the background lookup of
+//! the upstream host.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pingora::apps::http_app::HttpServer;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::GenBackgroundService;
+use pingora::services::listening::Service;
+use tracing::info;
+
+use crate::gateway::Gateway;
+use crate::metrics::MetricsApp;
+use crate::reload::{Snapshot, SnapshotStore};
+use crate::upstream::ResolverService;
+
+/// Seconds that in-flight requests get to finish after SIGTERM.
+const GRACEFUL_SHUTDOWN_SECONDS: u64 = 5;
+
+/// Checks that every address can be bound, so a taken port is a clear error
+/// instead of a panic inside the engine.
+///
+/// # Errors
+///
+/// Names the first address that cannot be bound and why.
+pub fn check_listeners(addrs: &[SocketAddr]) -> Result<(), String> {
+    for addr in addrs {
+        TcpListener::bind(addr).map_err(|err| format!("cannot listen on {addr}: {err}"))?;
+    }
+    Ok(())
+}
+
+/// Runs the gateway until a shutdown signal: SIGTERM (graceful) or SIGINT (at once).
+pub fn run(config_path: PathBuf, snapshot: Snapshot) {
+    let settings = snapshot.settings.clone();
+    let mut conf = ServerConf::default();
+    conf.threads = settings.threads.resolve();
+    conf.grace_period_seconds = Some(0);
+    conf.graceful_shutdown_timeout_seconds = Some(GRACEFUL_SHUTDOWN_SECONDS);
+    // One more try only for idempotent requests on a pooled connection the backend had closed.
+    conf.max_retries = 2;
+
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let store = Arc::new(SnapshotStore::new(config_path, snapshot));
+
+    let mut proxy = http_proxy_service_with_name(&server.configuration, Gateway::new(Arc::clone(&store)), "keygate gateway");
+    for addr in &settings.listen.0 {
+        proxy.add_tcp(&addr.to_string());
+        info!(%addr, "gateway listening");
+    }
+
+    let mut metrics = Service::new("keygate metrics".to_string(), HttpServer::new_app(MetricsApp));
+    metrics.add_tcp(&settings.metrics.listen.0.to_string());
+    info!(addr = %settings.metrics.listen.0, "metrics listening on /metrics");
+
+    let resolver = GenBackgroundService::new("keygate upstream lookup".to_string(), Arc::new(ResolverService { store }));
+
+    server.add_service(proxy);
+    server.add_service(metrics);
+    server.add_service(resolver);
+    info!(threads = settings.threads.resolve(), upstream = %settings.upstream, "gateway started");
+    server.run(RunArgs::default());
+    info!("gateway stopped");
+}
