@@ -74,8 +74,13 @@ pub async fn send(session: &mut Session, settings: &GatewaySettings, request_id:
     for (name, value) in answer.headers {
         header.append_header(name, value)?;
     }
-    session.write_response_header(Box::new(header), false).await?;
-    session.write_response_body(Some(answer.body), true).await?;
+    // A HEAD answer carries the length of the body it leaves out.
+    if session.req_header().method == http::Method::HEAD {
+        session.write_response_header(Box::new(header), true).await?;
+    } else {
+        session.write_response_header(Box::new(header), false).await?;
+        session.write_response_body(Some(answer.body), true).await?;
+    }
 
     if framing == Framing::TooLarge {
         linger(session, settings.limits.drain_time.0).await;

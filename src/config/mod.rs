@@ -169,3 +169,6 @@ impl<'de> Visitor<'de> for FileVisitor {
         Ok(file)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,160 @@
+//! Whole-file rules: what loads, what is rejected, and where errors point.
+
+use std::path::Path;
+
+use super::*;
+
+const KEY: &str = "fd04de2f1e5544b2915d1a65098c490637a0715f5c9843459f05dfc298342936";
+
+fn parse_text(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("test.yml"))
+}
+
+fn error_of(text: &str) -> ConfigError {
+    match parse_text(text) {
+        Ok(config) => panic!("expected an error, loaded {} clients", config.clients.len()),
+        Err(err) => err,
+    }
+}
+
+#[test]
+fn shipped_file_loads_without_clients() {
+    let text = include_str!("../../config/cod-nps.yml");
+    let config = parse_text(text).unwrap();
+    assert!(config.clients.is_empty(), "the shipped file must have no live client");
+    assert_eq!(config.gateway, GatewaySettings::default(), "the shipped file must show the defaults");
+}
+
+#[test]
+fn backend_keys_ignored() {
+    let text = format!("server:\n  port: 8080\nspring:\n  anything: [1, 2]\nallowedClients:\n  - clientId: a\n    key: {KEY}\n");
+    let config = parse_text(&text).unwrap();
+    assert_eq!(config.clients.len(), 1);
+    let names: Vec<&str> = config.top_level.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["server", "spring", "allowedClients"]);
+}
+
+#[test]
+fn unknown_gateway_key_points_at_it() {
+    let err = error_of("gateway:\n  contextPath: /nps\n  upstrem: http://x\nallowedClients: []\n");
+    assert!(err.message.contains("upstrem"), "{err}");
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(err.to_string().starts_with("test.yml:3:"), "{err}");
+}
+
+#[test]
+fn nested_unknown_key_rejected() {
+    let err = error_of("gateway:\n  timeouts:\n    conect: 1s\nallowedClients: []\n");
+    assert!(err.message.contains("conect"), "{err}");
+    assert_eq!(err.line, Some(3));
+}
+
+#[test]
+fn allowed_clients_missing_or_null() {
+    for text in ["gateway: {}\n", "allowedClients:\n", "allowedClients: ~\n", "other: 1\n"] {
+        let err = error_of(text);
+        assert!(err.message.contains("allowedClients is missing or null"), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn empty_list_loads() {
+    let config = parse_text("allowedClients: []\n").unwrap();
+    assert!(config.clients.is_empty());
+}
+
+#[test]
+fn not_a_mapping() {
+    for text in ["", "- a\n- b\n", "just text\n"] {
+        let err = error_of(text);
+        assert!(!err.message.is_empty(), "{text:?}");
+    }
+}
+
+#[test]
+fn tab_indentation_points_at_place() {
+    let err = error_of("allowedClients:\n\t- clientId: a\n");
+    assert_eq!((err.line, err.column), (Some(2), Some(1)), "{err}");
+}
+
+#[test]
+fn duplicate_key_in_entry() {
+    let err = error_of(&format!("allowedClients:\n  - clientId: a\n    key: {KEY}\n    key: {KEY}\n"));
+    assert!(err.message.contains("written twice"), "{err}");
+    assert!(err.message.contains("allowedClients[0]"), "{err}");
+    assert_eq!(err.line, Some(2), "{err}");
+    assert!(!err.to_string().contains(KEY), "the key must not appear in errors: {err}");
+}
+
+#[test]
+fn duplicate_client_names_both() {
+    let err = error_of(&format!("allowedClients:\n  - clientId: a\n    key: {KEY}\n  - clientId: a\n    key: other{KEY}\n"));
+    assert!(err.message.contains("allowedClients[0]") && err.message.contains("allowedClients[1]"), "{err}");
+}
+
+#[test]
+fn duplicate_top_level_key() {
+    let err = error_of("allowedClients: []\nallowedClients: []\n");
+    assert!(err.message.contains("twice") || err.message.contains("duplicate"), "{err}");
+}
+
+#[test]
+fn alias_bomb_rejected_quickly() {
+    let mut text = String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
+    for level in 1..12 {
+        let previous = (b'a' + level - 1) as char;
+        let name = (b'a' + level) as char;
+        text.push_str(&format!("{name}: &{name} [*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous},*{previous}]\n"));
+    }
+    text.push_str("allowedClients: []\n");
+    let started = std::time::Instant::now();
+    let err = error_of(&text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(!err.message.is_empty());
+}
+
+#[test]
+fn gateway_values_checked_with_place() {
+    let cases = [
+        ("gateway:\n  listen: nowhere\nallowedClients: []\n", "invalid listen address"),
+        ("gateway:\n  upstream: ftp://x\nallowedClients: []\n", "scheme"),
+        ("gateway:\n  timeouts: { read: 5 }\nallowedClients: []\n", "unit is required"),
+        ("gateway:\n  limits: { maxBodySize: lots }\nallowedClients: []\n", "invalid size"),
+        ("gateway:\n  clientIdHeader: x-api-key\nallowedClients: []\n", "not allowed"),
+        ("gateway:\n  adminAllowFrom: [everyone]\nallowedClients: []\n", "invalid network"),
+        ("gateway:\n  threads: 0\nallowedClients: []\n", "invalid threads"),
+        ("gateway:\n  log: { level: loud }\nallowedClients: []\n", "unknown variant"),
+        ("gateway:\n  forwardRefresh: maybe\nallowedClients: []\n", "invalid type"),
+    ];
+    for (text, expected) in cases {
+        let err = error_of(text);
+        assert!(err.message.contains(expected), "{text:?}: {err}");
+        assert!(err.line.is_some(), "{text:?} has no line: {err}");
+    }
+}
+
+#[test]
+fn combination_rules() {
+    let same_headers = error_of("gateway:\n  clientIdHeader: X-A\n  requestIdHeader: x-a\nallowedClients: []\n");
+    assert!(same_headers.message.contains("different names"), "{same_headers}");
+    let big_head = error_of("gateway:\n  limits: { maxHeaderSize: 2MiB }\nallowedClients: []\n");
+    assert!(big_head.message.contains("1 MiB"), "{big_head}");
+    let shared_port = error_of("gateway:\n  listen: 127.0.0.1:9000\n  metrics: { listen: 127.0.0.1:9000 }\nallowedClients: []\n");
+    assert!(shared_port.message.contains("its own port"), "{shared_port}");
+}
+
+#[test]
+fn missing_file_named() {
+    let err = load(Path::new("/nonexistent/keygate.yml")).unwrap_err();
+    assert!(err.to_string().starts_with("/nonexistent/keygate.yml: cannot read"), "{err}");
+}
+
+#[test]
+fn fingerprints_follow_changes() {
+    let one = parse_text(&format!("other: 1\nallowedClients:\n  - clientId: a\n    key: {KEY}\n")).unwrap();
+    let same = parse_text(&format!("other: 1\nallowedClients:\n  - clientId: a\n    key: {KEY}\n")).unwrap();
+    let new_key = parse_text(&format!("other: 1\nallowedClients:\n  - clientId: a\n    key: x{KEY}\n")).unwrap();
+    assert_eq!(one.top_level, same.top_level);
+    assert_eq!(one.top_level[0], new_key.top_level[0]);
+    assert_ne!(one.top_level[1], new_key.top_level[1], "a changed key must change the fingerprint");
+}
