@@ -1,0 +1,454 @@
+//! Mock Nexus Push Service (NPS) backend for trying keygate by hand and for
+//! its integration tests.
+//!
+//! The mock stores no pushIds, so every push returns 404. `POST .../refresh`
+//! returns `[]` and `GET .../health` returns `{"status":"UP"}`. It records
+//! every request except those to its report route `/_mock/requests`, which
+//! returns the records (`GET`) or clears them (`DELETE`).
+//!
+//! Two request headers change the response of any request:
+//! - `x-mock-delay-ms: N` waits N ms (at most 60000) before responding.
+//! - `x-mock-status: NNN` responds with that status (200 to 599) and a small
+//!   JSON body in place of the normal response.
+//!
+//! The integration tests include this file as a module and run [`serve`] on
+//! their own listener, so it compiles both as an example and as a module.
+//! Because the records contain header values such as API keys, the binary
+//! only listens on loopback addresses.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+/// Path of the report route. Requests to it are not recorded.
+pub const REPORT_PATH: &str = "/_mock/requests";
+
+/// Request header that delays the response by the given number of milliseconds.
+pub const DELAY_HEADER: &str = "x-mock-delay-ms";
+
+/// Request header that replaces the normal response with one of the given status.
+pub const STATUS_HEADER: &str = "x-mock-status";
+
+/// Upper bound for `x-mock-delay-ms`. Larger values are lowered to it.
+pub const MAX_DELAY_MS: u64 = 60_000;
+
+/// Maximum number of header fields in one request, above hyper's default of
+/// 100, so that tests can send many headers through keygate.
+const MAX_REQUEST_HEADERS: usize = 500;
+
+/// One request as the mock received it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedRequest {
+    pub method: String,
+    /// Request target as sent: path and query for origin-form requests, the
+    /// whole URI for absolute-form ones.
+    pub target: String,
+    /// Header fields as (name, value) pairs. Names are lowercase because
+    /// hyper normalizes them. Values that are not UTF-8 are decoded lossily.
+    ///
+    /// NOTE: hyper 1 does not expose the original field order. The pairs are
+    /// ordered by the first occurrence of each name, with the values of a
+    /// repeated name kept together in the order they arrived.
+    pub headers: Vec<(String, String)>,
+    pub body_length: u64,
+    /// Lowercase hex SHA-256 of the body bytes that were received.
+    pub body_sha256: String,
+    /// False when the connection failed before the body was complete. The
+    /// length and hash then cover only the bytes received before the failure.
+    pub body_complete: bool,
+}
+
+impl ReceivedRequest {
+    /// Returns the value of the first header named `name`, compared
+    /// case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Returns the path part of the target, without the query.
+    pub fn path(&self) -> &str {
+        let end = self.target.find('?').unwrap_or(self.target.len());
+        &self.target[..end]
+    }
+}
+
+/// Shared list of received requests. Clones refer to the same list.
+#[derive(Clone, Debug, Default)]
+pub struct Received {
+    requests: Arc<Mutex<Vec<ReceivedRequest>>>,
+}
+
+impl Received {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Returns a copy of the records, oldest first.
+    pub fn snapshot(&self) -> Vec<ReceivedRequest> {
+        self.lock().clone()
+    }
+
+    /// Removes all records and returns how many there were.
+    pub fn clear(&self) -> usize {
+        let mut requests = self.lock();
+        let count = requests.len();
+        requests.clear();
+        count
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    fn push(&self, request: ReceivedRequest) {
+        self.lock().push(request);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<ReceivedRequest>> {
+        // A panic while the lock was held cannot leave the Vec half-changed,
+        // so a poisoned lock is still safe to use.
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Accepts connections on `listener` until the returned future is dropped,
+/// serving each connection with keep-alive on its own task and recording
+/// requests in `received`.
+///
+/// Dropping the future closes the listener. Connections already accepted
+/// live on as tasks of the tokio runtime until the runtime shuts down.
+pub async fn serve(listener: TcpListener, received: Received) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Errors such as too many open files are temporary, so wait
+                // briefly and keep accepting.
+                eprintln!("mock NPS: accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+
+        let received = received.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handle_request(request, received.clone()));
+            let result = http1::Builder::new()
+                .keep_alive(true)
+                .timer(TokioTimer::new())
+                .max_headers(MAX_REQUEST_HEADERS)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(err) = result {
+                eprintln!("mock NPS: connection from {peer} failed: {err}");
+            }
+        });
+    }
+}
+
+async fn handle_request(
+    request: Request<Incoming>,
+    received: Received,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let has_query = parts.uri.query().is_some();
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.as_str().to_owned(), value)
+        })
+        .collect();
+
+    // The whole body is read before the response is sent, so keygate
+    // receives no response while it is still sending the request.
+    let body = read_body(body).await;
+    let record = ReceivedRequest {
+        method: parts.method.to_string(),
+        target: parts.uri.to_string(),
+        headers,
+        body_length: body.length,
+        body_sha256: body.sha256,
+        body_complete: body.complete,
+    };
+    let body_length = record.body_length;
+    let body_complete = record.body_complete;
+    if path != REPORT_PATH {
+        received.push(record);
+    }
+
+    let response = if body_complete {
+        respond(&parts.method, &path, &parts.headers, &received).await
+    } else {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "request body was not received completely",
+        )
+    };
+
+    // The query is left out because tests may put credentials into it.
+    let query_note = if has_query { "?[query omitted]" } else { "" };
+    println!(
+        "mock NPS: {} {path}{query_note} -> {} bodyLength={body_length}",
+        parts.method,
+        response.status().as_u16(),
+    );
+    Ok(response)
+}
+
+struct BodySummary {
+    length: u64,
+    sha256: String,
+    complete: bool,
+}
+
+/// Reads the body to its end, hashing it on the way so that no size limit
+/// is needed.
+async fn read_body(mut body: Incoming) -> BodySummary {
+    let mut hasher = Sha256::new();
+    let mut length = 0u64;
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    hasher.update(data);
+                    length += data.len() as u64;
+                }
+            }
+            Err(err) => {
+                eprintln!("mock NPS: reading request body failed after {length} bytes: {err}");
+                complete = false;
+                break;
+            }
+        }
+    }
+    BodySummary {
+        length,
+        sha256: hex::encode(hasher.finalize()),
+        complete,
+    }
+}
+
+/// Builds the response after applying the test control headers.
+async fn respond(
+    method: &Method,
+    path: &str,
+    headers: &http::HeaderMap,
+    received: &Received,
+) -> Response<Full<Bytes>> {
+    let delay_ms = match parse_delay(headers) {
+        Ok(delay_ms) => delay_ms,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message),
+    };
+    let forced_status = match parse_forced_status(headers) {
+        Ok(status) => status,
+        Err(message) => return error_response(StatusCode::BAD_REQUEST, &message),
+    };
+
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+    if let Some(status) = forced_status {
+        return forced_response(status);
+    }
+    route(method, path, received)
+}
+
+fn parse_delay(headers: &http::HeaderMap) -> Result<u64, String> {
+    let Some(value) = headers.get(DELAY_HEADER) else {
+        return Ok(0);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    match text.parse::<u64>() {
+        Ok(delay_ms) => Ok(delay_ms.min(MAX_DELAY_MS)),
+        Err(_) => Err(format!(
+            "{DELAY_HEADER} must be a whole number of milliseconds, got '{text}'"
+        )),
+    }
+}
+
+fn parse_forced_status(headers: &http::HeaderMap) -> Result<Option<StatusCode>, String> {
+    let Some(value) = headers.get(STATUS_HEADER) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    match text.parse::<u16>() {
+        Ok(code @ 200..=599) => Ok(StatusCode::from_u16(code).ok()),
+        _ => Err(format!(
+            "{STATUS_HEADER} must be a status code from 200 to 599, got '{text}'"
+        )),
+    }
+}
+
+fn route(method: &Method, path: &str, received: &Received) -> Response<Full<Bytes>> {
+    if path == REPORT_PATH {
+        return report_response(method, received);
+    }
+    if method == Method::POST {
+        if let Some(push_id) = push_id(path) {
+            let message = format!("pushId '{push_id}' is not known");
+            return error_response(StatusCode::NOT_FOUND, &message);
+        }
+        if path.ends_with("/refresh") {
+            // NPS returns an empty list when no pushId changed.
+            return json_response(StatusCode::OK, "[]".to_owned());
+        }
+    }
+    if method == Method::GET && path.ends_with("/health") {
+        return json_response(StatusCode::OK, json!({ "status": "UP" }).to_string());
+    }
+    let message = format!("path '{path}' is not known");
+    error_response(StatusCode::NOT_FOUND, &message)
+}
+
+/// Returns the pushId of a path of the form `.../push/{pushId}`.
+fn push_id(path: &str) -> Option<&str> {
+    let mut segments = path.rsplit('/');
+    let last = segments.next()?;
+    let before_last = segments.next()?;
+    (before_last == "push" && !last.is_empty()).then_some(last)
+}
+
+fn report_response(method: &Method, received: &Received) -> Response<Full<Bytes>> {
+    match *method {
+        Method::GET => {
+            let requests = serde_json::to_string(&received.snapshot())
+                .expect("received requests always serialize to JSON");
+            json_response(StatusCode::OK, requests)
+        }
+        Method::DELETE => {
+            let cleared = received.clear();
+            json_response(StatusCode::OK, json!({ "cleared": cleared }).to_string())
+        }
+        _ => {
+            let message = format!("{REPORT_PATH} supports only GET and DELETE");
+            let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, &message);
+            response.headers_mut().insert(
+                header::ALLOW,
+                header::HeaderValue::from_static("GET, DELETE"),
+            );
+            response
+        }
+    }
+}
+
+fn forced_response(status: StatusCode) -> Response<Full<Bytes>> {
+    if status == StatusCode::NO_CONTENT {
+        // A 204 response must not carry a body or a Content-Length.
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = status;
+        return response;
+    }
+    let message = format!("status set by {STATUS_HEADER}");
+    error_response(status, &message)
+}
+
+/// Body of an error response, with the fields in the order NPS sends them.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    status: u16,
+    error: &'a str,
+    message: &'a str,
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let body = ErrorBody {
+        status: status.as_u16(),
+        error: status.canonical_reason().unwrap_or("Unknown"),
+        message,
+    };
+    let body = serde_json::to_string(&body).expect("an error body always serializes to JSON");
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let bytes = Bytes::from(body);
+    let length = bytes.len();
+    let mut response = Response::new(Full::new(bytes));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
+    response
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mock_push_backend",
+    about = "Mock Nexus Push Service backend for keygate: records every request, \
+             returns 404 for every push and serves the records at GET /_mock/requests"
+)]
+struct Cli {
+    /// Loopback address and port to listen on, as IP:PORT.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:20280", value_parser = parse_loopback_addr)]
+    listen: SocketAddr,
+}
+
+fn parse_loopback_addr(text: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = text
+        .parse()
+        .map_err(|err| format!("invalid address '{text}', expected IP:PORT: {err}"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "address '{text}' is not a loopback address; use 127.0.0.1 or [::1] \
+             because the mock serves recorded API keys to anyone who connects"
+        ));
+    }
+    Ok(addr)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let listener = match TcpListener::bind(cli.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("error: failed to listen on {}: {err}", cli.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("mock NPS: listening on http://{}", cli.listen);
+
+    tokio::select! {
+        () = serve(listener, Received::new()) => {}
+        signal = tokio::signal::ctrl_c() => {
+            if let Err(err) = signal {
+                eprintln!("error: failed to wait for Ctrl-C: {err}");
+                return ExitCode::FAILURE;
+            }
+            println!("mock NPS: stopping on Ctrl-C");
+        }
+    }
+    ExitCode::SUCCESS
+}
