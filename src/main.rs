@@ -3,24 +3,12 @@
 //! Start-up: read the command line, load and check the config, start
 //! logging, check the listen addresses, then serve until a signal.
 
-mod admin;
-mod clients;
-mod config;
-mod forward;
-mod gateway;
-mod keygen;
-mod logging;
-mod metrics;
-mod reload;
-mod respond;
-mod routes;
-mod server;
-mod upstream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use keygate::{config, keygen, logging, reload, server};
 use tracing::{info, warn};
 
 /// API-key gateway in front of a push backend.

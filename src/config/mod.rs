@@ -17,9 +17,7 @@ use serde::Deserialize;
 
 pub use clients::{check_client_id, ClientEntry};
 pub use gateway::{GatewaySettings, LogFormat, LogLevel};
-#[cfg(test)]
-pub use values::RoutePrefix;
-pub use values::UpstreamUrl;
+pub use values::{RoutePrefix, UpstreamUrl};
 
 /// The largest config file keygate reads; a bigger one is almost certainly the wrong file.
 const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;

@@ -1,0 +1,22 @@
+//! keygate: an API-key gateway in front of a push backend, on pingora.
+//!
+//! A request flows one way: [`routes`] classifies its path, [`gateway`]
+//! answers admin and health routes through [`admin`] or checks the key
+//! against the [`clients`] table of the current [`reload`] snapshot, and
+//! [`forward`] prepares what passes for the backend ([`upstream`]). A config
+//! file flows the other way: [`config`] parses and checks it, [`reload`]
+//! builds a snapshot and swaps it in.
+
+pub mod admin;
+pub mod clients;
+pub mod config;
+pub mod forward;
+pub mod gateway;
+pub mod keygen;
+pub mod logging;
+pub mod metrics;
+pub mod reload;
+pub mod respond;
+pub mod routes;
+pub mod server;
+pub mod upstream;
