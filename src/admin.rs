@@ -1,4 +1,4 @@
-//! The routes keygate answers itself: key generation, refresh and health.
+//! The routes keygate serves itself: key generation, refresh and health.
 //!
 //! Admin routes are for peers inside `adminAllowFrom` only; the caller
 //! checks that before any of these run.
@@ -16,32 +16,32 @@ use crate::config::check_client_id;
 use crate::keygen;
 use crate::metrics::ReloadTrigger;
 use crate::reload::{Snapshot, SnapshotStore};
-use crate::respond::Answer;
+use crate::respond::LocalResponse;
 
-/// How long the backend may take to answer a forwarded refresh.
+/// How long the backend may take to respond to a forwarded refresh.
 const FORWARD_REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Answers `GET .../util/generateclient/{clientId}`.
-pub fn generate_client(snapshot: &Snapshot, method: &Method, client_id: Option<&[u8]>, peer: &str) -> Answer {
+/// Handles `GET .../util/generateclient/{clientId}`.
+pub fn generate_client(snapshot: &Snapshot, method: &Method, client_id: Option<&[u8]>, peer: &str) -> LocalResponse {
     if method != Method::GET && method != Method::HEAD {
-        return Answer::error(StatusCode::METHOD_NOT_ALLOWED, "use GET to generate a client")
+        return LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use GET to generate a client")
             .with_header(http::header::ALLOW, "GET, HEAD");
     }
     let Some(raw_id) = client_id else {
         info!(route = "generateclient", peer, result = 400, "admin request rejected: no single clientId segment");
-        return Answer::error(StatusCode::BAD_REQUEST, "put exactly one clientId after generateclient/ in the path");
+        return LocalResponse::error(StatusCode::BAD_REQUEST, "put exactly one clientId after generateclient/ in the path");
     };
     let Ok(client_id) = std::str::from_utf8(raw_id) else {
         info!(route = "generateclient", peer, result = 400, "admin request rejected: clientId is not UTF-8");
-        return Answer::error(StatusCode::BAD_REQUEST, "the clientId is not valid UTF-8 after percent-decoding");
+        return LocalResponse::error(StatusCode::BAD_REQUEST, "the clientId is not valid UTF-8 after percent-decoding");
     };
     if let Err(reason) = check_client_id(client_id) {
         info!(route = "generateclient", peer, result = 400, reason = %reason, "admin request rejected");
-        return Answer::error(StatusCode::BAD_REQUEST, &format!("invalid clientId: {reason}"));
+        return LocalResponse::error(StatusCode::BAD_REQUEST, &format!("invalid clientId: {reason}"));
     }
     if snapshot.clients.contains(client_id) {
         info!(route = "generateclient", peer, client_id, result = 409, "admin request rejected: client exists");
-        return Answer::error(
+        return LocalResponse::error(
             StatusCode::CONFLICT,
             &format!("clientId {client_id:?} is already configured; choose another clientId"),
         );
@@ -50,17 +50,17 @@ pub fn generate_client(snapshot: &Snapshot, method: &Method, client_id: Option<&
         Ok(key) => key,
         Err(err) => {
             warn!(route = "generateclient", peer, error = %err, "key generation failed");
-            return Answer::error(StatusCode::INTERNAL_SERVER_ERROR, "key generation failed; see the gateway log");
+            return LocalResponse::error(StatusCode::INTERNAL_SERVER_ERROR, "key generation failed; see the gateway log");
         }
     };
     info!(route = "generateclient", peer, client_id, result = 200, "generated a new client key");
-    Answer::text(StatusCode::OK, keygen::snippet(client_id, &key))
+    LocalResponse::text(StatusCode::OK, keygen::snippet(client_id, &key))
 }
 
-/// Answers `POST .../refresh`: reloads the file, then tells the backend when `forwardRefresh` is on.
-pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) -> Answer {
+/// Handles `POST .../refresh`: reloads the file, then tells the backend when `forwardRefresh` is on.
+pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) -> LocalResponse {
     if method != Method::POST {
-        return Answer::error(StatusCode::METHOD_NOT_ALLOWED, "use POST to refresh").with_header(http::header::ALLOW, "POST");
+        return LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use POST to refresh").with_header(http::header::ALLOW, "POST");
     }
     match store.reload(ReloadTrigger::Refresh).await {
         Ok(report) => {
@@ -84,7 +84,7 @@ pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) ->
             if snapshot.settings.forward_refresh {
                 tokio::spawn(forward_refresh(Arc::clone(&snapshot)));
             }
-            Answer::json(StatusCode::OK, &json!(report.changed))
+            LocalResponse::json(StatusCode::OK, &json!(report.changed))
         }
         Err(err) => {
             warn!(route = "refresh", peer, result = 500, error = %err, "config reload failed; the running config stays");
@@ -96,19 +96,19 @@ pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) ->
                 "line": err.line,
                 "column": err.column,
             });
-            Answer::json(StatusCode::INTERNAL_SERVER_ERROR, &body)
+            LocalResponse::json(StatusCode::INTERNAL_SERVER_ERROR, &body)
         }
     }
 }
 
-/// Sends `POST <contextPath>/refresh` to the backend and logs its answer.
+/// Sends `POST <contextPath>/refresh` to the backend and logs its response status.
 async fn forward_refresh(snapshot: Arc<Snapshot>) {
     let path = snapshot.routes.refresh_path();
     let result = tokio::time::timeout(FORWARD_REFRESH_TIMEOUT, post_empty(&snapshot, &path)).await;
     match result {
-        Ok(Ok(status)) => info!(upstream = %snapshot.upstream.url, path, status, "backend answered the forwarded refresh"),
+        Ok(Ok(status)) => info!(upstream = %snapshot.upstream.url, path, status, "backend responded to the forwarded refresh"),
         Ok(Err(err)) => warn!(upstream = %snapshot.upstream.url, path, error = %err, "forwarding the refresh to the backend failed"),
-        Err(_) => warn!(upstream = %snapshot.upstream.url, path, "the backend did not answer the forwarded refresh in time"),
+        Err(_) => warn!(upstream = %snapshot.upstream.url, path, "forwarded refresh timed out waiting for the backend"),
     }
 }
 
@@ -127,16 +127,16 @@ async fn post_empty(snapshot: &Snapshot, path: &str) -> pingora::Result<u16> {
     Ok(status)
 }
 
-/// Answers `GET .../health`: up while a snapshot is loaded, which is always once serving.
-pub fn health() -> Answer {
-    Answer::json(StatusCode::OK, &json!({"status": "UP"}))
+/// Handles `GET .../health`: up while a snapshot is loaded, which is always once serving.
+pub fn health() -> LocalResponse {
+    LocalResponse::json(StatusCode::OK, &json!({"status": "UP"}))
 }
 
-/// Answers `GET .../health/readiness`: up when the backend accepts a connection.
-pub async fn readiness(snapshot: &Snapshot) -> Answer {
+/// Handles `GET .../health/readiness`: up when the backend accepts a connection.
+pub async fn readiness(snapshot: &Snapshot) -> LocalResponse {
     if snapshot.upstream.is_reachable().await {
-        Answer::json(StatusCode::OK, &json!({"status": "UP"}))
+        LocalResponse::json(StatusCode::OK, &json!({"status": "UP"}))
     } else {
-        Answer::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "DOWN"}))
+        LocalResponse::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "DOWN"}))
     }
 }

@@ -4,7 +4,7 @@
 //! Keys are compared as SHA-256 digests with `subtle`, so the comparison
 //! takes the same time whatever the key's length or how much of it matches.
 //! The clientId is found with a hash map lookup, whose time can depend on the
-//! clientId; an unknown clientId still runs one digest comparison against a
+//! clientId. An unknown clientId still runs one digest comparison against a
 //! dummy digest, so unknown and known clients cost the same work.
 
 use std::collections::HashMap;
@@ -28,7 +28,7 @@ const API_KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
 /// Decoded values up to this size are decoded on the stack.
 const STACK_DECODE_BYTES: usize = 512;
 
-/// Why a request was refused. The label values are a fixed set.
+/// The reason a request was refused; the label values are a fixed set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DenyReason {
     /// No `x-api-key` header, or an empty one.
@@ -43,7 +43,7 @@ impl DenyReason {
     pub const ALL: [DenyReason; 4] =
         [DenyReason::Missing, DenyReason::Malformed, DenyReason::UnknownClient, DenyReason::BadKey];
 
-    /// The value of the `reason` label and log field.
+    /// Returns the value of the `reason` label and log field.
     pub fn as_str(self) -> &'static str {
         match self {
             DenyReason::Missing => "missing",
@@ -92,7 +92,7 @@ impl ClientTable {
     ///
     /// # Errors
     ///
-    /// The reason the request is refused; every reason gets the same answer.
+    /// The reason the request is refused; every reason gets the same response.
     pub fn check<'v>(&self, mut values: impl Iterator<Item = &'v [u8]>) -> Result<&Arc<str>, DenyReason> {
         let Some(value) = values.next() else {
             return Err(DenyReason::Missing);

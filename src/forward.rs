@@ -1,4 +1,4 @@
-//! Header edits on forwarded requests and on the backend's answers:
+//! Header edits on forwarded requests and on the backend's responses:
 //! identity, credentials, forwarding headers and hop-by-hop headers.
 
 use std::net::IpAddr;
@@ -74,7 +74,7 @@ pub fn prepare_request(
     Ok(())
 }
 
-/// Removes hop-by-hop headers from the backend's answer and adds the request id.
+/// Removes hop-by-hop headers from the backend's response and adds the request id.
 ///
 /// # Errors
 ///
@@ -92,7 +92,7 @@ pub fn prepare_response(response: &mut ResponseHeader, settings: &GatewaySetting
     Ok(())
 }
 
-/// The header names listed in `Connection`.
+/// Collects the header names listed in `Connection`.
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(CONNECTION)
@@ -103,7 +103,7 @@ fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// The names in `headers` equal to `target` once `_` is read as `-`.
+/// Finds the names in `headers` equal to `target` once `_` is read as `-`.
 fn names_like(headers: &HeaderMap, target: &HeaderName) -> Vec<HeaderName> {
     let target = target.as_str().as_bytes();
     headers

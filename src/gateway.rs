@@ -1,4 +1,4 @@
-//! The pingora `ProxyHttp` service: route each request, answer admin and
+//! The pingora `ProxyHttp` service: route each request, serve admin and
 //! health routes, check the key of everything else, and forward what passes.
 
 use std::net::IpAddr;
@@ -21,10 +21,10 @@ use crate::forward;
 use crate::logging::AUTH_FAILURE_LOG;
 use crate::metrics::{RouteLabel, UpstreamErrorKind, METRICS};
 use crate::reload::{Snapshot, SnapshotStore};
-use crate::respond::{self, Answer, FORBIDDEN_BODY};
+use crate::respond::{self, LocalResponse, FORBIDDEN_BODY};
 use crate::routes::Route;
 
-/// The longest request id kept from a client; a longer or odd one is replaced.
+/// Maximum length of a request id kept from a client; a longer or odd one is replaced.
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
 /// The gateway service.
@@ -35,7 +35,7 @@ pub struct Gateway {
     request_counter: AtomicU64,
 }
 
-/// What one request carries through the phases.
+/// Per-request state carried through the proxy phases.
 pub struct RequestCtx {
     started: Instant,
     snapshot: Option<Arc<Snapshot>>,
@@ -43,7 +43,7 @@ pub struct RequestCtx {
     request_id: String,
     client_id: Option<Arc<str>>,
     deny_reason: Option<DenyReason>,
-    /// The status of an answer keygate wrote itself.
+    /// The status of a response keygate wrote itself.
     local_status: Option<StatusCode>,
     body_bytes: u64,
 }
@@ -68,10 +68,10 @@ impl Gateway {
         format!("{:016x}{count:016x}", self.request_id_prefix)
     }
 
-    /// Answers locally and records the status for metrics and the access log.
-    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx, snapshot: &Snapshot, answer: Answer) -> Result<bool> {
-        ctx.local_status = Some(answer.status);
-        respond::send(session, &snapshot.settings, &ctx.request_id, answer).await?;
+    /// Sends a local response and records its status for metrics and the access log.
+    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, snapshot: &Snapshot, response: LocalResponse) -> Result<bool> {
+        ctx.local_status = Some(response.status);
+        respond::send(session, &snapshot.settings, &ctx.request_id, response).await?;
         Ok(true)
     }
 
@@ -93,13 +93,13 @@ impl Gateway {
                 "request refused by the key check"
             );
         }
-        let answer = Answer {
+        let response = LocalResponse {
             status: StatusCode::FORBIDDEN,
             content_type: "application/json",
             body: Bytes::from_static(FORBIDDEN_BODY.as_bytes()),
             headers: Vec::new(),
         };
-        self.answer(session, ctx, snapshot, answer).await
+        self.respond(session, ctx, snapshot, response).await
     }
 
     /// Handles the admin routes for peers inside `adminAllowFrom`.
@@ -109,16 +109,16 @@ impl Gateway {
         let peer = ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
         let allowed = ip.is_some_and(|ip| snapshot.settings.admin_allow_from.iter().any(|net| net.0.contains(&ip)));
         if !allowed {
-            info!(route = route.name(), peer, result = 403, "admin request from outside adminAllowFrom refused");
-            let answer = Answer::error(StatusCode::FORBIDDEN, "Access denied");
-            return self.answer(session, ctx, snapshot, answer).await;
+            info!(route = route.name(), peer, result = 403, "admin request rejected: peer outside adminAllowFrom");
+            let response = LocalResponse::error(StatusCode::FORBIDDEN, "Access denied");
+            return self.respond(session, ctx, snapshot, response).await;
         }
         let method = session.req_header().method.clone();
-        let answer = match route {
+        let response = match route {
             AdminRoute::Refresh => admin::refresh(&self.store, &method, &peer).await,
             AdminRoute::GenerateClient(id) => admin::generate_client(snapshot, &method, id.as_deref(), &peer),
         };
-        self.answer(session, ctx, snapshot, answer).await
+        self.respond(session, ctx, snapshot, response).await
     }
 }
 
@@ -137,7 +137,7 @@ impl AdminRoute {
     }
 }
 
-/// The client's IP address, with IPv4-mapped IPv6 addresses read as IPv4.
+/// Returns the client's IP address, with IPv4-mapped IPv6 addresses read as IPv4.
 fn peer_ip(session: &Session) -> Option<IpAddr> {
     session.client_addr().and_then(|addr| addr.as_inet()).map(|addr| addr.ip().to_canonical())
 }
@@ -178,8 +178,8 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Routes the request and answers everything keygate answers itself.
-    /// Returns `Ok(true)` when the answer was written, `Ok(false)` for a
+    /// Routes the request and serves every route keygate serves itself.
+    /// Returns `Ok(true)` when the response was written, `Ok(false)` for a
     /// request that passed the key check and goes to the backend.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let snapshot = self.store.current_owned();
@@ -196,8 +196,8 @@ impl ProxyHttp for Gateway {
             Route::Health => self.health(session, ctx, &snapshot, false).await,
             Route::Readiness => self.health(session, ctx, &snapshot, true).await,
             Route::NotFound => {
-                let answer = Answer::error(StatusCode::NOT_FOUND, "no route here; requests go under the context path");
-                self.answer(session, ctx, &snapshot, answer).await
+                let response = LocalResponse::error(StatusCode::NOT_FOUND, "no route here; requests go under the context path");
+                self.respond(session, ctx, &snapshot, response).await
             }
             Route::BadPath => {
                 warn!(
@@ -206,7 +206,7 @@ impl ProxyHttp for Gateway {
                     "path with dot segments, encoded separators or parameters refused"
                 );
                 let message = "the path has dot segments, an encoded '/' or '\\', or a ';' parameter in the context path";
-                self.answer(session, ctx, &snapshot, Answer::error(StatusCode::BAD_REQUEST, message)).await
+                self.respond(session, ctx, &snapshot, LocalResponse::error(StatusCode::BAD_REQUEST, message)).await
             }
         }
     }
@@ -245,7 +245,7 @@ impl ProxyHttp for Gateway {
     }
 
     /// Maps failures to 502 (backend refused or broke the connection), 504
-    /// (backend too slow) or the status carried by the error, and answers
+    /// (backend too slow) or the status carried by the error, and responds
     /// with the JSON error shape when nothing was sent yet.
     async fn fail_to_proxy(&self, session: &mut Session, error: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let (status, kind) = classify_failure(error);
@@ -261,12 +261,12 @@ impl ProxyHttp for Gateway {
             let message = match status {
                 413 => "the request body is larger than the gateway accepts",
                 502 => "the backend could not be reached or broke the connection",
-                504 => "the backend did not answer in time",
+                504 => "the backend did not respond in time",
                 _ => code.canonical_reason().unwrap_or("error"),
             };
             session.set_keepalive(None);
-            if let Err(err) = self.answer(session, ctx, &snapshot, Answer::error(code, message)).await {
-                info!(error = %err, request_id = %ctx.request_id, "could not send the error answer to the client");
+            if let Err(err) = self.respond(session, ctx, &snapshot, LocalResponse::error(code, message)).await {
+                info!(error = %err, request_id = %ctx.request_id, "failed to send the error response to the client");
             }
         }
         FailToProxy { error_code: status, can_reuse_downstream: false }
@@ -319,14 +319,14 @@ impl Gateway {
     /// Answers the health routes, open to anyone.
     async fn health(&self, session: &mut Session, ctx: &mut RequestCtx, snapshot: &Arc<Snapshot>, readiness: bool) -> Result<bool> {
         ctx.route = RouteLabel::Health;
-        let answer = if !method_allowed(&session.req_header().method) {
-            Answer::error(StatusCode::METHOD_NOT_ALLOWED, "use GET for health").with_header(http::header::ALLOW, "GET, HEAD")
+        let response = if !method_allowed(&session.req_header().method) {
+            LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use GET for health").with_header(http::header::ALLOW, "GET, HEAD")
         } else if readiness {
             admin::readiness(snapshot).await
         } else {
             admin::health()
         };
-        self.answer(session, ctx, snapshot, answer).await
+        self.respond(session, ctx, snapshot, response).await
     }
 
     /// Checks a request for the backend: head size, key, body size.
@@ -334,8 +334,8 @@ impl Gateway {
         ctx.route = RouteLabel::Proxy;
         let limits = &snapshot.settings.limits;
         if head_size(session) as u64 > limits.max_header_size.0 {
-            let answer = Answer::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "the request head is larger than the gateway accepts");
-            return self.answer(session, ctx, snapshot, answer).await;
+            let response = LocalResponse::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "the request head is larger than the gateway accepts");
+            return self.respond(session, ctx, snapshot, response).await;
         }
 
         let values = session.req_header().headers.get_all("x-api-key");
@@ -345,14 +345,14 @@ impl Gateway {
         }
 
         if declared_body_length(session.req_header()).is_some_and(|length| length > limits.max_body_size.0) {
-            let answer = Answer::error(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than the gateway accepts");
-            return self.answer(session, ctx, snapshot, answer).await;
+            let response = LocalResponse::error(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than the gateway accepts");
+            return self.respond(session, ctx, snapshot, response).await;
         }
         Ok(false)
     }
 }
 
-/// The status to answer with, and the backend error kind when the backend failed.
+/// Maps a failure to the status to respond with, and the backend error kind when the backend failed.
 fn classify_failure(error: &Error) -> (u16, Option<UpstreamErrorKind>) {
     if let HTTPStatus(code) = error.etype() {
         return (*code, None);
@@ -367,7 +367,7 @@ fn classify_failure(error: &Error) -> (u16, Option<UpstreamErrorKind>) {
             _ => (502, Some(UpstreamErrorKind::Other)),
         },
         ErrorSource::Downstream => match error.etype() {
-            // The client is gone or stalled; there is nobody to answer.
+            // The client is gone or stalled, so no response can reach it.
             ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => (0, None),
             _ => (400, None),
         },

@@ -1,7 +1,7 @@
 //! keygate: an API-key gateway in front of a push backend, on pingora.
 //!
 //! A request flows one way: [`routes`] classifies its path, [`gateway`]
-//! answers admin and health routes through [`admin`] or checks the key
+//! serves admin and health routes through [`admin`] or checks the key
 //! against the [`clients`] table of the current [`reload`] snapshot, and
 //! [`forward`] prepares what passes for the backend ([`upstream`]). A config
 //! file flows the other way: [`config`] parses and checks it, [`reload`]

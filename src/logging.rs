@@ -28,7 +28,7 @@ static LEVEL_HANDLE: OnceLock<FilterHandle> = OnceLock::new();
 ///
 /// # Errors
 ///
-/// `RUST_LOG` holds an invalid filter, or a subscriber is already installed.
+/// `RUST_LOG` contains an invalid filter, or a subscriber is already installed.
 pub fn init(level: LogLevel, format: LogFormat) -> Result<(), String> {
     let from_environment = std::env::var("RUST_LOG").ok().filter(|value| !value.trim().is_empty());
     let filter = match &from_environment {

@@ -53,7 +53,7 @@ fn run(config_path: PathBuf) -> ExitCode {
         }
     };
 
-    // 2. Logging, at the config's level unless RUST_LOG says otherwise.
+    // 2. Logging, at the config's level unless RUST_LOG sets one.
     if let Err(err) = logging::init(snapshot.settings.log.level, snapshot.settings.log.format) {
         eprintln!("keygate: {err}");
         return ExitCode::FAILURE;

@@ -17,7 +17,7 @@ use prometheus::{
 
 use crate::clients::DenyReason;
 
-/// What kind of route a request took; the `route` label.
+/// The kind of route a request took; the `route` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteLabel {
     Proxy,
@@ -62,7 +62,7 @@ impl UpstreamErrorKind {
     }
 }
 
-/// What started a reload; the `trigger` label.
+/// The cause of a reload; the `trigger` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReloadTrigger {
     Refresh,
@@ -96,7 +96,7 @@ impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("keygate_requests_total", "Requests answered, by route and status code"),
+            Opts::new("keygate_requests_total", "Requests completed, by route and status code"),
             &["route", "status"],
         )
         .expect("metric definition is valid");
@@ -106,7 +106,7 @@ impl Metrics {
         )
         .expect("metric definition is valid");
         let durations_vec = HistogramVec::new(
-            HistogramOpts::new("keygate_request_duration_seconds", "Time from request head to the end of the answer")
+            HistogramOpts::new("keygate_request_duration_seconds", "Time from the request head to the end of the response")
                 .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
             &["route"],
         )
@@ -160,7 +160,7 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request and its duration.
+    /// Counts one completed request and its duration.
     pub fn observe_request(&self, route: RouteLabel, status: http::StatusCode, seconds: f64) {
         self.requests.with_label_values(&[route.as_str(), status.as_str()]).inc();
         self.durations[route as usize].observe(seconds);

@@ -15,7 +15,7 @@ use crate::metrics::{ReloadTrigger, METRICS};
 use crate::routes::Routes;
 use crate::upstream::Upstream;
 
-/// Everything a request reads, loaded as one unit so a request never sees half a config.
+/// Everything a request reads, loaded as one unit so a request never reads half a config.
 pub struct Snapshot {
     pub settings: GatewaySettings,
     pub clients: ClientTable,
@@ -25,7 +25,7 @@ pub struct Snapshot {
     top_level: Vec<(String, u64)>,
 }
 
-/// What a successful reload changed.
+/// The changes a successful reload made.
 #[derive(Debug, Default)]
 pub struct ReloadReport {
     /// Top-level keys whose value changed, appeared or disappeared, in file order.
@@ -88,12 +88,12 @@ impl SnapshotStore {
         SnapshotStore { path, current: ArcSwap::from_pointee(snapshot), reload_lock: tokio::sync::Mutex::new(()) }
     }
 
-    /// The snapshot in force now; cheap, and never blocked by a reload.
+    /// Returns the snapshot in force now. Loading it takes no lock, so a reload never blocks it.
     pub fn current(&self) -> Guard<Arc<Snapshot>> {
         self.current.load()
     }
 
-    /// The snapshot in force now, to keep for the whole of one request.
+    /// Returns the snapshot in force now, to keep for the whole of one request.
     pub fn current_owned(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }

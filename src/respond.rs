@@ -1,9 +1,9 @@
-//! Answers that keygate writes itself: one JSON error shape, a
-//! `Content-Length` on every answer, and connection handling that depends
+//! Responses that keygate writes itself: one JSON error shape, a
+//! `Content-Length` on every response, and connection handling that depends
 //! only on how the request body is framed.
 //!
 //! A body up to `drainBodyMax` that arrives within `drainTime` is read and
-//! discarded before the answer, so the connection stays open for the next
+//! discarded before the response, so the connection stays open for the next
 //! request. A larger or slower body, or `Expect: 100-continue`, gets
 //! `Connection: close`; the leftover bytes are never parsed as a request.
 
@@ -18,33 +18,33 @@ use pingora::Result;
 
 use crate::config::GatewaySettings;
 
-/// A locally made answer.
-pub struct Answer {
+/// A response keygate makes itself.
+pub struct LocalResponse {
     pub status: StatusCode,
     pub content_type: &'static str,
     pub body: Bytes,
     pub headers: Vec<(HeaderName, String)>,
 }
 
-impl Answer {
-    /// The Spring Boot error shape: `{"status":403,"error":"Forbidden","message":"..."}`.
+impl LocalResponse {
+    /// Builds the Spring Boot error shape: `{"status":403,"error":"Forbidden","message":"..."}`.
     pub fn error(status: StatusCode, message: &str) -> Self {
         let body = serde_json::json!({
             "status": status.as_u16(),
             "error": status.canonical_reason().unwrap_or("Error"),
             "message": message,
         });
-        Answer::json(status, &body)
+        LocalResponse::json(status, &body)
     }
 
     pub fn json(status: StatusCode, body: &serde_json::Value) -> Self {
         let mut text = body.to_string();
         text.push('\n');
-        Answer { status, content_type: "application/json", body: Bytes::from(text), headers: Vec::new() }
+        LocalResponse { status, content_type: "application/json", body: Bytes::from(text), headers: Vec::new() }
     }
 
     pub fn text(status: StatusCode, body: String) -> Self {
-        Answer { status, content_type: "text/plain; charset=utf-8", body: Bytes::from(body), headers: Vec::new() }
+        LocalResponse { status, content_type: "text/plain; charset=utf-8", body: Bytes::from(body), headers: Vec::new() }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
@@ -56,30 +56,30 @@ impl Answer {
 /// The one 403 body, the same for every failure reason.
 pub static FORBIDDEN_BODY: &str = "{\"status\":403,\"error\":\"Forbidden\",\"message\":\"Access denied\"}\n";
 
-/// Writes `answer` to the client after settling the request body.
+/// Writes `response` to the client after settling the request body.
 ///
 /// # Errors
 ///
 /// Writing to the client failed.
-pub async fn send(session: &mut Session, settings: &GatewaySettings, request_id: &str, answer: Answer) -> Result<()> {
+pub async fn send(session: &mut Session, settings: &GatewaySettings, request_id: &str, response: LocalResponse) -> Result<()> {
     let framing = settle_body(session, settings).await;
     if framing != Framing::Settled {
         session.set_keepalive(None);
     }
 
-    let mut header = ResponseHeader::build(answer.status, Some(4 + answer.headers.len()))?;
-    header.insert_header(CONTENT_TYPE, answer.content_type)?;
-    header.insert_header(CONTENT_LENGTH, answer.body.len())?;
+    let mut header = ResponseHeader::build(response.status, Some(4 + response.headers.len()))?;
+    header.insert_header(CONTENT_TYPE, response.content_type)?;
+    header.insert_header(CONTENT_LENGTH, response.body.len())?;
     header.insert_header(settings.request_id_header.0.clone(), request_id)?;
-    for (name, value) in answer.headers {
+    for (name, value) in response.headers {
         header.append_header(name, value)?;
     }
-    // A HEAD answer carries the length of the body it leaves out.
+    // A HEAD response carries the length of the body it leaves out.
     if session.req_header().method == http::Method::HEAD {
         session.write_response_header(Box::new(header), true).await?;
     } else {
         session.write_response_header(Box::new(header), false).await?;
-        session.write_response_body(Some(answer.body), true).await?;
+        session.write_response_body(Some(response.body), true).await?;
     }
 
     if framing == Framing::TooLarge {
@@ -88,14 +88,14 @@ pub async fn send(session: &mut Session, settings: &GatewaySettings, request_id:
     Ok(())
 }
 
-/// What became of the request body before a local answer.
+/// The state of the request body before a local response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Framing {
     /// No body, or all of it read: the connection can stay open.
     Settled,
     /// The client waits for `100 Continue` before it sends the body.
     HeldBack,
-    /// Too large or too slow to read; the connection closes after the answer.
+    /// Too large or too slow to read; the connection closes after the response.
     TooLarge,
 }
 
@@ -139,7 +139,7 @@ async fn settle_body(session: &mut Session, settings: &GatewaySettings) -> Frami
 
 /// Reads and discards what the client still sends, for at most `time`, so
 /// that closing the socket does not reset the connection before the client
-/// has read the answer.
+/// has read the response.
 async fn linger(session: &mut Session, time: Duration) {
     let discard = async {
         while let Ok(Some(_)) = session.read_request_body().await {}

@@ -13,7 +13,7 @@ use percent_encoding::percent_decode;
 
 use crate::config::GatewaySettings;
 
-/// Where a request goes.
+/// The destination of a request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     /// Outside the context path: 404, the backend is never asked.
@@ -47,7 +47,7 @@ impl Routes {
         Routes { context, generate_client, context_path: settings.context_path.0.clone() }
     }
 
-    /// The path of the refresh route, such as `/nps/refresh`.
+    /// Returns the path of the refresh route, such as `/nps/refresh`.
     pub fn refresh_path(&self) -> String {
         format!("{}/refresh", self.context_path)
     }

@@ -59,12 +59,12 @@ impl Upstream {
         Ok(Upstream { url, target, timeouts })
     }
 
-    /// The current backend address.
+    /// Returns the current backend address.
     pub fn addr(&self) -> SocketAddr {
         self.target.load().addr
     }
 
-    /// A peer for one forwarded request.
+    /// Builds the peer for one forwarded request.
     pub fn peer(&self) -> Box<HttpPeer> {
         Box::new(self.target.load().peer.clone())
     }

@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-/// The longest clientId, in bytes.
+/// Maximum length of a clientId, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
 
 /// Keys shorter than this load with a warning; generated keys have 64 characters.

@@ -55,7 +55,7 @@ pub struct Timeouts {
 pub struct Limits {
     pub max_header_size: ConfigSize,
     pub max_body_size: ConfigSize,
-    /// The largest body read and discarded after a local answer so the connection stays open.
+    /// The largest body read and discarded after a local response so the connection stays open.
     pub drain_body_max: ConfigSize,
     /// How long such a body may take to arrive.
     pub drain_time: ConfigDuration,

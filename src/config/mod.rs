@@ -33,7 +33,7 @@ pub struct Config {
     pub top_level: Vec<(String, u64)>,
 }
 
-/// Why a config file was rejected, with the place when the parser knows it.
+/// The reason a config file was rejected, with the place when the parser reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: PathBuf,
@@ -113,9 +113,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     Ok(Config { gateway, clients, warnings, top_level: file.top_level })
 }
 
-/// The file as keygate reads it. Written by hand rather than derived so that
-/// every top-level value is fingerprinted in the same pass that keeps line
-/// numbers; a refresh compares fingerprints to report what changed.
+/// The file as keygate reads it. It is written by hand rather than derived,
+/// so every top-level value is fingerprinted in the same pass that keeps line
+/// numbers. A refresh compares fingerprints to report what changed.
 struct FileModel {
     gateway: Option<GatewaySettings>,
     allowed_clients: Option<Vec<ClientEntry>>,
