@@ -22,25 +22,59 @@ use crate::respond::LocalResponse;
 const FORWARD_REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handles `GET .../util/generateclient/{clientId}`.
-pub fn generate_client(snapshot: &Snapshot, method: &Method, client_id: Option<&[u8]>, peer: &str) -> LocalResponse {
+pub fn generate_client(
+    snapshot: &Snapshot,
+    method: &Method,
+    client_id: Option<&[u8]>,
+    peer: &str,
+) -> LocalResponse {
     if method != Method::GET && method != Method::HEAD {
-        return LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use GET to generate a client")
-            .with_header(http::header::ALLOW, "GET, HEAD");
+        info!(route = "generateclient", peer, %method, result = 405, "admin request rejected: method not allowed");
+        return LocalResponse::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET to generate a client",
+        )
+        .with_header(http::header::ALLOW, "GET, HEAD");
     }
     let Some(raw_id) = client_id else {
-        info!(route = "generateclient", peer, result = 400, "admin request rejected: no single clientId segment");
-        return LocalResponse::error(StatusCode::BAD_REQUEST, "put exactly one clientId after generateclient/ in the path");
+        info!(
+            route = "generateclient",
+            peer,
+            result = 400,
+            "admin request rejected: no single clientId segment"
+        );
+        return LocalResponse::error(
+            StatusCode::BAD_REQUEST,
+            "put exactly one clientId after generateclient/ in the path",
+        );
     };
     let Ok(client_id) = std::str::from_utf8(raw_id) else {
-        info!(route = "generateclient", peer, result = 400, "admin request rejected: clientId is not UTF-8");
-        return LocalResponse::error(StatusCode::BAD_REQUEST, "the clientId is not valid UTF-8 after percent-decoding");
+        info!(
+            route = "generateclient",
+            peer,
+            result = 400,
+            "admin request rejected: clientId is not UTF-8"
+        );
+        return LocalResponse::error(
+            StatusCode::BAD_REQUEST,
+            "the clientId is not valid UTF-8 after percent-decoding",
+        );
     };
     if let Err(reason) = check_client_id(client_id) {
         info!(route = "generateclient", peer, result = 400, reason = %reason, "admin request rejected");
-        return LocalResponse::error(StatusCode::BAD_REQUEST, &format!("invalid clientId: {reason}"));
+        return LocalResponse::error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid clientId: {reason}"),
+        );
     }
     if snapshot.clients.contains(client_id) {
-        info!(route = "generateclient", peer, client_id, result = 409, "admin request rejected: client exists");
+        info!(
+            route = "generateclient",
+            peer,
+            client_id,
+            result = 409,
+            "admin request rejected: client exists"
+        );
         return LocalResponse::error(
             StatusCode::CONFLICT,
             &format!("clientId {client_id:?} is already configured; choose another clientId"),
@@ -50,17 +84,28 @@ pub fn generate_client(snapshot: &Snapshot, method: &Method, client_id: Option<&
         Ok(key) => key,
         Err(err) => {
             warn!(route = "generateclient", peer, error = %err, "key generation failed");
-            return LocalResponse::error(StatusCode::INTERNAL_SERVER_ERROR, "key generation failed; see the gateway log");
+            return LocalResponse::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "key generation failed; see the gateway log",
+            );
         }
     };
-    info!(route = "generateclient", peer, client_id, result = 200, "generated a new client key");
+    info!(
+        route = "generateclient",
+        peer,
+        client_id,
+        result = 200,
+        "generated a new client key"
+    );
     LocalResponse::text(StatusCode::OK, keygen::snippet(client_id, &key))
 }
 
 /// Handles `POST .../refresh`: reloads the file, then tells the backend when `forwardRefresh` is on.
 pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) -> LocalResponse {
     if method != Method::POST {
-        return LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use POST to refresh").with_header(http::header::ALLOW, "POST");
+        info!(route = "refresh", peer, %method, result = 405, "admin request rejected: method not allowed");
+        return LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use POST to refresh")
+            .with_header(http::header::ALLOW, "POST");
     }
     match store.reload(ReloadTrigger::Refresh).await {
         Ok(report) => {
@@ -106,9 +151,15 @@ async fn forward_refresh(snapshot: Arc<Snapshot>) {
     let path = snapshot.routes.refresh_path();
     let result = tokio::time::timeout(FORWARD_REFRESH_TIMEOUT, post_empty(&snapshot, &path)).await;
     match result {
-        Ok(Ok(status)) => info!(upstream = %snapshot.upstream.url, path, status, "backend responded to the forwarded refresh"),
-        Ok(Err(err)) => warn!(upstream = %snapshot.upstream.url, path, error = %err, "forwarding the refresh to the backend failed"),
-        Err(_) => warn!(upstream = %snapshot.upstream.url, path, "forwarded refresh timed out waiting for the backend"),
+        Ok(Ok(status)) => {
+            info!(upstream = %snapshot.upstream.url, path, status, "backend responded to the forwarded refresh")
+        }
+        Ok(Err(err)) => {
+            warn!(upstream = %snapshot.upstream.url, path, error = %err, "forwarding the refresh to the backend failed")
+        }
+        Err(_) => {
+            warn!(upstream = %snapshot.upstream.url, path, "forwarded refresh timed out waiting for the backend")
+        }
     }
 }
 
@@ -122,7 +173,9 @@ async fn post_empty(snapshot: &Snapshot, path: &str) -> pingora::Result<u16> {
     session.write_request_header(Box::new(request)).await?;
     session.finish_request_body().await?;
     session.read_response_header().await?;
-    let status = session.response_header().map_or(0, |header| header.status.as_u16());
+    let status = session
+        .response_header()
+        .map_or(0, |header| header.status.as_u16());
     while session.read_response_body().await?.is_some() {}
     Ok(status)
 }

@@ -40,8 +40,12 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 4] =
-        [DenyReason::Missing, DenyReason::Malformed, DenyReason::UnknownClient, DenyReason::BadKey];
+    pub const ALL: [DenyReason; 4] = [
+        DenyReason::Missing,
+        DenyReason::Malformed,
+        DenyReason::UnknownClient,
+        DenyReason::BadKey,
+    ];
 
     /// Returns the value of the `reason` label and log field.
     pub fn as_str(self) -> &'static str {
@@ -65,14 +69,22 @@ impl ClientTable {
     pub fn new(entries: &[ClientEntry]) -> Self {
         let digests = entries
             .iter()
-            .map(|entry| (entry.client_id.as_str().into(), Sha256::digest(entry.key.as_bytes()).into()))
+            .map(|entry| {
+                (
+                    entry.client_id.as_str().into(),
+                    Sha256::digest(entry.key.as_bytes()).into(),
+                )
+            })
             .collect();
         // Random so that no presented key can match it.
         let mut dummy_digest = [0u8; 32];
         if getrandom::fill(&mut dummy_digest).is_err() {
             dummy_digest = Sha256::digest(b"keygate dummy digest for unknown clients").into();
         }
-        ClientTable { digests, dummy_digest }
+        ClientTable {
+            digests,
+            dummy_digest,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -93,7 +105,10 @@ impl ClientTable {
     /// # Errors
     ///
     /// The reason the request is refused; every reason gets the same response.
-    pub fn check<'v>(&self, mut values: impl Iterator<Item = &'v [u8]>) -> Result<&Arc<str>, DenyReason> {
+    pub fn check<'v>(
+        &self,
+        mut values: impl Iterator<Item = &'v [u8]>,
+    ) -> Result<&Arc<str>, DenyReason> {
         let Some(value) = values.next() else {
             return Err(DenyReason::Missing);
         };
@@ -107,10 +122,14 @@ impl ClientTable {
         let mut stack = [0u8; STACK_DECODE_BYTES];
         let mut heap = Vec::new();
         let decoded: &[u8] = if base64::decoded_len_estimate(value.len()) <= STACK_DECODE_BYTES {
-            let length = API_KEY_BASE64.decode_slice(value, &mut stack).map_err(|_| DenyReason::Malformed)?;
+            let length = API_KEY_BASE64
+                .decode_slice(value, &mut stack)
+                .map_err(|_| DenyReason::Malformed)?;
             &stack[..length]
         } else {
-            API_KEY_BASE64.decode_vec(value, &mut heap).map_err(|_| DenyReason::Malformed)?;
+            API_KEY_BASE64
+                .decode_vec(value, &mut heap)
+                .map_err(|_| DenyReason::Malformed)?;
             &heap
         };
         let decoded = std::str::from_utf8(decoded).map_err(|_| DenyReason::Malformed)?;
@@ -143,9 +162,18 @@ mod tests {
 
     fn table() -> ClientTable {
         ClientTable::new(&[
-            ClientEntry { client_id: "karolin".into(), key: KEY.into() },
-            ClientEntry { client_id: "colon".into(), key: "ab:cd".into() },
-            ClientEntry { client_id: "café".into(), key: "k1".into() },
+            ClientEntry {
+                client_id: "karolin".into(),
+                key: KEY.into(),
+            },
+            ClientEntry {
+                client_id: "colon".into(),
+                key: "ab:cd".into(),
+            },
+            ClientEntry {
+                client_id: "café".into(),
+                key: "k1".into(),
+            },
         ])
     }
 
@@ -163,7 +191,10 @@ mod tests {
     fn padding_is_optional() {
         let value = encode_api_key("colon", "ab:cd");
         let unpadded = value.trim_end_matches('=');
-        assert_ne!(unpadded, value, "this value must carry padding for the test to mean anything");
+        assert_ne!(
+            unpadded, value,
+            "this value must carry padding for the test to mean anything"
+        );
         assert_eq!(check_one(&table(), unpadded.as_bytes()), Ok("colon".into()));
         assert_eq!(check_one(&table(), value.as_bytes()), Ok("colon".into()));
     }
@@ -171,58 +202,110 @@ mod tests {
     #[test]
     fn colon_in_key_and_utf8_id() {
         let table = table();
-        assert_eq!(check_one(&table, encode_api_key("colon", "ab:cd").as_bytes()), Ok("colon".into()));
-        assert_eq!(check_one(&table, encode_api_key("café", "k1").as_bytes()), Ok("café".into()));
-        assert_eq!(check_one(&table, encode_api_key("colon", "ab").as_bytes()), Err(DenyReason::BadKey));
+        assert_eq!(
+            check_one(&table, encode_api_key("colon", "ab:cd").as_bytes()),
+            Ok("colon".into())
+        );
+        assert_eq!(
+            check_one(&table, encode_api_key("café", "k1").as_bytes()),
+            Ok("café".into())
+        );
+        assert_eq!(
+            check_one(&table, encode_api_key("colon", "ab").as_bytes()),
+            Err(DenyReason::BadKey)
+        );
         let latin1 = base64::engine::general_purpose::STANDARD.encode(b"caf\xe9:k1");
-        assert_eq!(check_one(&table, latin1.as_bytes()), Err(DenyReason::Malformed));
+        assert_eq!(
+            check_one(&table, latin1.as_bytes()),
+            Err(DenyReason::Malformed)
+        );
     }
 
     #[test]
     fn reasons() {
         let table = table();
-        assert_eq!(table.check(std::iter::empty()).err(), Some(DenyReason::Missing));
+        assert_eq!(
+            table.check(std::iter::empty()).err(),
+            Some(DenyReason::Missing)
+        );
         assert_eq!(check_one(&table, b""), Err(DenyReason::Missing));
-        assert_eq!(check_one(&table, b"not base64!"), Err(DenyReason::Malformed));
+        assert_eq!(
+            check_one(&table, b"not base64!"),
+            Err(DenyReason::Malformed)
+        );
         let no_colon = base64::engine::general_purpose::STANDARD.encode("karolin");
-        assert_eq!(check_one(&table, no_colon.as_bytes()), Err(DenyReason::Malformed));
-        assert_eq!(check_one(&table, encode_api_key("nobody", KEY).as_bytes()), Err(DenyReason::UnknownClient));
-        assert_eq!(check_one(&table, encode_api_key("karolin", "wrong").as_bytes()), Err(DenyReason::BadKey));
+        assert_eq!(
+            check_one(&table, no_colon.as_bytes()),
+            Err(DenyReason::Malformed)
+        );
+        assert_eq!(
+            check_one(&table, encode_api_key("nobody", KEY).as_bytes()),
+            Err(DenyReason::UnknownClient)
+        );
+        assert_eq!(
+            check_one(&table, encode_api_key("karolin", "wrong").as_bytes()),
+            Err(DenyReason::BadKey)
+        );
     }
 
     #[test]
     fn two_values_rejected() {
         let good = encode_api_key("karolin", KEY);
         let values = [good.as_bytes(), good.as_bytes()];
-        assert_eq!(table().check(values.into_iter()).err(), Some(DenyReason::Malformed));
+        assert_eq!(
+            table().check(values.into_iter()).err(),
+            Some(DenyReason::Malformed)
+        );
     }
 
     #[test]
     fn shell_made_base64_rejected() {
         let table = table();
         // `echo id:key | base64 -w0` encodes a trailing newline into the key.
-        let with_newline = base64::engine::general_purpose::STANDARD.encode(format!("karolin:{KEY}\n"));
-        assert_eq!(check_one(&table, with_newline.as_bytes()), Err(DenyReason::BadKey));
+        let with_newline =
+            base64::engine::general_purpose::STANDARD.encode(format!("karolin:{KEY}\n"));
+        assert_eq!(
+            check_one(&table, with_newline.as_bytes()),
+            Err(DenyReason::BadKey)
+        );
         // Plain `base64` wraps its output at 76 columns.
         let good = encode_api_key("karolin", KEY);
         let wrapped = format!("{}\n{}", &good[..76], &good[76..]);
-        assert_eq!(check_one(&table, wrapped.as_bytes()), Err(DenyReason::Malformed));
+        assert_eq!(
+            check_one(&table, wrapped.as_bytes()),
+            Err(DenyReason::Malformed)
+        );
         let spaced = format!(" {good}");
-        assert_eq!(check_one(&table, spaced.as_bytes()), Err(DenyReason::Malformed));
+        assert_eq!(
+            check_one(&table, spaced.as_bytes()),
+            Err(DenyReason::Malformed)
+        );
     }
 
     #[test]
     fn long_value_decodes_on_heap() {
         let key = "k".repeat(2000);
-        let table = ClientTable::new(&[ClientEntry { client_id: "long".into(), key: key.clone() }]);
-        assert_eq!(check_one(&table, encode_api_key("long", &key).as_bytes()), Ok("long".into()));
-        assert_eq!(check_one(&table, encode_api_key("long", &key[1..]).as_bytes()), Err(DenyReason::BadKey));
+        let table = ClientTable::new(&[ClientEntry {
+            client_id: "long".into(),
+            key: key.clone(),
+        }]);
+        assert_eq!(
+            check_one(&table, encode_api_key("long", &key).as_bytes()),
+            Ok("long".into())
+        );
+        assert_eq!(
+            check_one(&table, encode_api_key("long", &key[1..]).as_bytes()),
+            Err(DenyReason::BadKey)
+        );
     }
 
     #[test]
     fn value_joined_with_comma_rejected() {
         let good = encode_api_key("karolin", KEY);
         let joined = format!("{good}, {}", encode_api_key("karolin", "bad"));
-        assert_eq!(check_one(&table(), joined.as_bytes()), Err(DenyReason::Malformed));
+        assert_eq!(
+            check_one(&table(), joined.as_bytes()),
+            Err(DenyReason::Malformed)
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{CONNECTION, HeaderName};
+use http::header::{HeaderName, CONNECTION};
 use http::HeaderMap;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
@@ -63,7 +63,11 @@ pub fn prepare_request(
     }
 
     if let Some(ip) = peer_ip {
-        let forwarded_for = match request.headers.get(X_FORWARDED_FOR).map(|value| value.to_str()) {
+        let forwarded_for = match request
+            .headers
+            .get(X_FORWARDED_FOR)
+            .map(|value| value.to_str())
+        {
             Some(Ok(earlier)) if !earlier.trim().is_empty() => format!("{earlier}, {ip}"),
             _ => ip.to_string(),
         };
@@ -79,7 +83,11 @@ pub fn prepare_request(
 /// # Errors
 ///
 /// The request id could not be set as a header value.
-pub fn prepare_response(response: &mut ResponseHeader, settings: &GatewaySettings, request_id: &str) -> Result<()> {
+pub fn prepare_response(
+    response: &mut ResponseHeader,
+    settings: &GatewaySettings,
+    request_id: &str,
+) -> Result<()> {
     for name in connection_listed(&response.headers) {
         response.remove_header(&name);
     }
@@ -111,7 +119,10 @@ fn names_like(headers: &HeaderMap, target: &HeaderName) -> Vec<HeaderName> {
         .filter(|name| {
             let name = name.as_str().as_bytes();
             name.len() == target.len()
-                && name.iter().zip(target).all(|(got, want)| got == want || (*got == b'_' && *want == b'-'))
+                && name
+                    .iter()
+                    .zip(target)
+                    .all(|(got, want)| got == want || (*got == b'_' && *want == b'-'))
         })
         .cloned()
         .collect()
@@ -130,13 +141,22 @@ mod tests {
     }
 
     fn values(request: &RequestHeader, name: &str) -> Vec<String> {
-        request.headers.get_all(name).iter().map(|value| value.to_str().unwrap().to_string()).collect()
+        request
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|value| value.to_str().unwrap().to_string())
+            .collect()
     }
 
     #[test]
     fn identity_replaced_in_every_spelling() {
         let settings = GatewaySettings::default();
-        let mut request = request(&[("X-Client-Id", "someone-else"), ("x_client_id", "other"), ("X-Client_Id", "third")]);
+        let mut request = request(&[
+            ("X-Client-Id", "someone-else"),
+            ("x_client_id", "other"),
+            ("X-Client_Id", "third"),
+        ]);
         prepare_request(&mut request, &settings, "karolin", "rid", None).unwrap();
         assert_eq!(values(&request, "x-client-id"), ["karolin"]);
         assert!(request.headers.get("x_client_id").is_none());
@@ -155,7 +175,10 @@ mod tests {
         ]);
         prepare_request(&mut request, &settings, "karolin", "rid", None).unwrap();
         for name in ["connection", "keep-alive", "te", "x-foo"] {
-            assert!(request.headers.get(name).is_none(), "{name} must be dropped");
+            assert!(
+                request.headers.get(name).is_none(),
+                "{name} must be dropped"
+            );
         }
         assert_eq!(values(&request, "x-bar"), ["2"]);
     }
@@ -184,9 +207,22 @@ mod tests {
     #[test]
     fn forwarding_headers() {
         let settings = GatewaySettings::default();
-        let mut request = request(&[("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https")]);
-        prepare_request(&mut request, &settings, "karolin", "rid-1", Some("127.0.0.1".parse().unwrap())).unwrap();
-        assert_eq!(values(&request, "x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
+        let mut request = request(&[
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        prepare_request(
+            &mut request,
+            &settings,
+            "karolin",
+            "rid-1",
+            Some("127.0.0.1".parse().unwrap()),
+        )
+        .unwrap();
+        assert_eq!(
+            values(&request, "x-forwarded-for"),
+            ["203.0.113.9, 127.0.0.1"]
+        );
         assert_eq!(values(&request, "x-forwarded-proto"), ["http"]);
         assert_eq!(values(&request, "x-request-id"), ["rid-1"]);
     }
@@ -195,7 +231,9 @@ mod tests {
     fn response_hop_by_hop_dropped() {
         let settings = GatewaySettings::default();
         let mut response = ResponseHeader::build(200, None).unwrap();
-        response.append_header("Connection", "close, x-secret").unwrap();
+        response
+            .append_header("Connection", "close, x-secret")
+            .unwrap();
         response.append_header("x-secret", "1").unwrap();
         response.append_header("Keep-Alive", "timeout=5").unwrap();
         response.append_header("Content-Length", "2").unwrap();

@@ -52,15 +52,25 @@ impl Gateway {
     pub fn new(store: Arc<SnapshotStore>) -> Self {
         let mut seed = [0u8; 8];
         let _ = getrandom::fill(&mut seed);
-        Gateway { store, request_id_prefix: u64::from_ne_bytes(seed), request_counter: AtomicU64::new(0) }
+        Gateway {
+            store,
+            request_id_prefix: u64::from_ne_bytes(seed),
+            request_counter: AtomicU64::new(0),
+        }
     }
 
     /// Keeps a sane client-sent request id, or makes a new one.
     fn request_id(&self, header: &RequestHeader, snapshot: &Snapshot) -> String {
-        let mut sent = header.headers.get_all(&snapshot.settings.request_id_header.0).iter();
+        let mut sent = header
+            .headers
+            .get_all(&snapshot.settings.request_id_header.0)
+            .iter();
         if let (Some(value), None) = (sent.next(), sent.next()) {
             let bytes = value.as_bytes();
-            if !bytes.is_empty() && bytes.len() <= MAX_REQUEST_ID_BYTES && bytes.iter().all(|b| b.is_ascii_graphic()) {
+            if !bytes.is_empty()
+                && bytes.len() <= MAX_REQUEST_ID_BYTES
+                && bytes.iter().all(|b| b.is_ascii_graphic())
+            {
                 return String::from_utf8_lossy(bytes).into_owned();
             }
         }
@@ -69,18 +79,33 @@ impl Gateway {
     }
 
     /// Sends a local response and records its status for metrics and the access log.
-    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, snapshot: &Snapshot, response: LocalResponse) -> Result<bool> {
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        response: LocalResponse,
+    ) -> Result<bool> {
         ctx.local_status = Some(response.status);
         respond::send(session, &snapshot.settings, &ctx.request_id, response).await?;
         Ok(true)
     }
 
-    async fn deny(&self, session: &mut Session, ctx: &mut RequestCtx, snapshot: &Snapshot, reason: DenyReason) -> Result<bool> {
+    async fn deny(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+        reason: DenyReason,
+    ) -> Result<bool> {
         METRICS.count_auth_failure(reason);
         ctx.deny_reason = Some(reason);
         let (admitted, held_back) = AUTH_FAILURE_LOG.admit();
         if held_back > 0 {
-            warn!(lines = held_back, "auth failure log lines held back by the rate limit");
+            warn!(
+                lines = held_back,
+                "auth failure log lines held back by the rate limit"
+            );
         }
         if admitted {
             let header = session.req_header();
@@ -103,20 +128,39 @@ impl Gateway {
     }
 
     /// Handles the admin routes for peers inside `adminAllowFrom`.
-    async fn admin(&self, session: &mut Session, ctx: &mut RequestCtx, snapshot: &Arc<Snapshot>, route: AdminRoute) -> Result<bool> {
+    async fn admin(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+        route: AdminRoute,
+    ) -> Result<bool> {
         ctx.route = RouteLabel::Admin;
         let ip = peer_ip(session);
         let peer = ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
-        let allowed = ip.is_some_and(|ip| snapshot.settings.admin_allow_from.iter().any(|net| net.0.contains(&ip)));
+        let allowed = ip.is_some_and(|ip| {
+            snapshot
+                .settings
+                .admin_allow_from
+                .iter()
+                .any(|net| net.0.contains(&ip))
+        });
         if !allowed {
-            info!(route = route.name(), peer, result = 403, "admin request rejected: peer outside adminAllowFrom");
+            info!(
+                route = route.name(),
+                peer,
+                result = 403,
+                "admin request rejected: peer outside adminAllowFrom"
+            );
             let response = LocalResponse::error(StatusCode::FORBIDDEN, "Access denied");
             return self.respond(session, ctx, snapshot, response).await;
         }
         let method = session.req_header().method.clone();
         let response = match route {
             AdminRoute::Refresh => admin::refresh(&self.store, &method, &peer).await,
-            AdminRoute::GenerateClient(id) => admin::generate_client(snapshot, &method, id.as_deref(), &peer),
+            AdminRoute::GenerateClient(id) => {
+                admin::generate_client(snapshot, &method, id.as_deref(), &peer)
+            }
         };
         self.respond(session, ctx, snapshot, response).await
     }
@@ -139,11 +183,21 @@ impl AdminRoute {
 
 /// Returns the client's IP address, with IPv4-mapped IPv6 addresses read as IPv4.
 fn peer_ip(session: &Session) -> Option<IpAddr> {
-    session.client_addr().and_then(|addr| addr.as_inet()).map(|addr| addr.ip().to_canonical())
+    session
+        .client_addr()
+        .and_then(|addr| addr.as_inet())
+        .map(|addr| addr.ip().to_canonical())
 }
 
 fn declared_body_length(header: &RequestHeader) -> Option<u64> {
-    header.headers.get(http::header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    header
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn head_size(session: &Session) -> usize {
@@ -152,7 +206,11 @@ fn head_size(session: &Session) -> usize {
         None => {
             let header = session.req_header();
             header.uri.to_string().len()
-                + header.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum::<usize>()
+                + header
+                    .headers
+                    .iter()
+                    .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                    .sum::<usize>()
         }
     }
 }
@@ -189,14 +247,30 @@ impl ProxyHttp for Gateway {
         session.set_keepalive(Some(settings.timeouts.client_read.0.as_secs().max(1)));
         ctx.request_id = self.request_id(session.req_header(), &snapshot);
 
+        if head_size(session) as u64 > settings.limits.max_header_size.0 {
+            let message = "the request head is larger than the gateway accepts";
+            let response =
+                LocalResponse::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, message);
+            return self.respond(session, ctx, &snapshot, response).await;
+        }
+
         match snapshot.routes.classify(session.req_header().uri.path()) {
             Route::Proxy => self.check(session, ctx, &snapshot).await,
-            Route::Refresh => self.admin(session, ctx, &snapshot, AdminRoute::Refresh).await,
-            Route::GenerateClient(id) => self.admin(session, ctx, &snapshot, AdminRoute::GenerateClient(id)).await,
+            Route::Refresh => {
+                self.admin(session, ctx, &snapshot, AdminRoute::Refresh)
+                    .await
+            }
+            Route::GenerateClient(id) => {
+                self.admin(session, ctx, &snapshot, AdminRoute::GenerateClient(id))
+                    .await
+            }
             Route::Health => self.health(session, ctx, &snapshot, false).await,
             Route::Readiness => self.health(session, ctx, &snapshot, true).await,
             Route::NotFound => {
-                let response = LocalResponse::error(StatusCode::NOT_FOUND, "no route here; requests go under the context path");
+                let response = LocalResponse::error(
+                    StatusCode::NOT_FOUND,
+                    "no route here; requests go under the context path",
+                );
                 self.respond(session, ctx, &snapshot, response).await
             }
             Route::BadPath => {
@@ -206,12 +280,22 @@ impl ProxyHttp for Gateway {
                     "path with dot segments, encoded separators or parameters refused"
                 );
                 let message = "the path has dot segments, an encoded '/' or '\\', or a ';' parameter in the context path";
-                self.respond(session, ctx, &snapshot, LocalResponse::error(StatusCode::BAD_REQUEST, message)).await
+                self.respond(
+                    session,
+                    ctx,
+                    &snapshot,
+                    LocalResponse::error(StatusCode::BAD_REQUEST, message),
+                )
+                .await
             }
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         match &ctx.snapshot {
             Some(snapshot) => Ok(snapshot.upstream.peer()),
             None => Error::e_explain(InternalError, "no snapshot for this request"),
@@ -219,27 +303,54 @@ impl ProxyHttp for Gateway {
     }
 
     /// Sets identity and forwarding headers and drops hop-by-hop ones.
-    async fn upstream_request_filter(&self, session: &mut Session, upstream: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let (Some(snapshot), Some(client_id)) = (&ctx.snapshot, &ctx.client_id) else {
             return Error::e_explain(InternalError, "forwarding a request that was not checked");
         };
-        forward::prepare_request(upstream, &snapshot.settings, client_id, &ctx.request_id, peer_ip(session))
+        forward::prepare_request(
+            upstream,
+            &snapshot.settings,
+            client_id,
+            &ctx.request_id,
+            peer_ip(session),
+        )
     }
 
     /// Counts body bytes and stops a body that grows past `maxBodySize` with 413.
-    async fn request_body_filter(&self, _session: &mut Session, body: &mut Option<Bytes>, _end: bool, ctx: &mut RequestCtx) -> Result<()> {
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         if let (Some(chunk), Some(snapshot)) = (body.as_ref(), &ctx.snapshot) {
             ctx.body_bytes += chunk.len() as u64;
             if ctx.body_bytes > snapshot.settings.limits.max_body_size.0 {
-                return Error::e_explain(HTTPStatus(413), "request body larger than limits.maxBodySize");
+                return Error::e_explain(
+                    HTTPStatus(413),
+                    "request body larger than limits.maxBodySize",
+                );
             }
         }
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         match &ctx.snapshot {
-            Some(snapshot) => forward::prepare_response(response, &snapshot.settings, &ctx.request_id),
+            Some(snapshot) => {
+                forward::prepare_response(response, &snapshot.settings, &ctx.request_id)
+            }
             None => Ok(()),
         }
     }
@@ -247,17 +358,28 @@ impl ProxyHttp for Gateway {
     /// Maps failures to 502 (backend refused or broke the connection), 504
     /// (backend too slow) or the status carried by the error, and responds
     /// with the JSON error shape when nothing was sent yet.
-    async fn fail_to_proxy(&self, session: &mut Session, error: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let (status, kind) = classify_failure(error);
         if let Some(kind) = kind {
             METRICS.count_upstream_error(kind);
-            let upstream = ctx.snapshot.as_ref().map(|snapshot| snapshot.upstream.url.to_string()).unwrap_or_default();
+            let upstream = ctx
+                .snapshot
+                .as_ref()
+                .map(|snapshot| snapshot.upstream.url.to_string())
+                .unwrap_or_default();
             warn!(kind = kind.as_str(), upstream, status, error = %error, request_id = %ctx.request_id, "backend request failed");
         } else if status >= 500 {
             warn!(status, error = %error, request_id = %ctx.request_id, "request failed");
         }
         let code = StatusCode::from_u16(status).ok();
-        if let (Some(code), Some(snapshot), None) = (code, ctx.snapshot.clone(), session.response_written()) {
+        if let (Some(code), Some(snapshot), None) =
+            (code, ctx.snapshot.clone(), session.response_written())
+        {
             let message = match status {
                 413 => "the request body is larger than the gateway accepts",
                 502 => "the backend could not be reached or broke the connection",
@@ -265,11 +387,17 @@ impl ProxyHttp for Gateway {
                 _ => code.canonical_reason().unwrap_or("error"),
             };
             session.set_keepalive(None);
-            if let Err(err) = self.respond(session, ctx, &snapshot, LocalResponse::error(code, message)).await {
+            if let Err(err) = self
+                .respond(session, ctx, &snapshot, LocalResponse::error(code, message))
+                .await
+            {
                 info!(error = %err, request_id = %ctx.request_id, "failed to send the error response to the client");
             }
         }
-        FailToProxy { error_code: status, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
@@ -317,10 +445,17 @@ impl ProxyHttp for Gateway {
 
 impl Gateway {
     /// Answers the health routes, open to anyone.
-    async fn health(&self, session: &mut Session, ctx: &mut RequestCtx, snapshot: &Arc<Snapshot>, readiness: bool) -> Result<bool> {
+    async fn health(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+        readiness: bool,
+    ) -> Result<bool> {
         ctx.route = RouteLabel::Health;
         let response = if !method_allowed(&session.req_header().method) {
-            LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use GET for health").with_header(http::header::ALLOW, "GET, HEAD")
+            LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use GET for health")
+                .with_header(http::header::ALLOW, "GET, HEAD")
         } else if readiness {
             admin::readiness(snapshot).await
         } else {
@@ -329,23 +464,31 @@ impl Gateway {
         self.respond(session, ctx, snapshot, response).await
     }
 
-    /// Checks a request for the backend: head size, key, body size.
-    async fn check(&self, session: &mut Session, ctx: &mut RequestCtx, snapshot: &Arc<Snapshot>) -> Result<bool> {
+    /// Checks a request for the backend: key, then declared body size.
+    async fn check(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Arc<Snapshot>,
+    ) -> Result<bool> {
         ctx.route = RouteLabel::Proxy;
         let limits = &snapshot.settings.limits;
-        if head_size(session) as u64 > limits.max_header_size.0 {
-            let response = LocalResponse::error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "the request head is larger than the gateway accepts");
-            return self.respond(session, ctx, snapshot, response).await;
-        }
-
         let values = session.req_header().headers.get_all("x-api-key");
-        match snapshot.clients.check(values.iter().map(|value| value.as_bytes())) {
+        match snapshot
+            .clients
+            .check(values.iter().map(|value| value.as_bytes()))
+        {
             Ok(client_id) => ctx.client_id = Some(Arc::clone(client_id)),
             Err(reason) => return self.deny(session, ctx, snapshot, reason).await,
         }
 
-        if declared_body_length(session.req_header()).is_some_and(|length| length > limits.max_body_size.0) {
-            let response = LocalResponse::error(StatusCode::PAYLOAD_TOO_LARGE, "the request body is larger than the gateway accepts");
+        if declared_body_length(session.req_header())
+            .is_some_and(|length| length > limits.max_body_size.0)
+        {
+            let response = LocalResponse::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is larger than the gateway accepts",
+            );
             return self.respond(session, ctx, snapshot, response).await;
         }
         Ok(false)
@@ -359,11 +502,14 @@ fn classify_failure(error: &Error) -> (u16, Option<UpstreamErrorKind>) {
     }
     match error.esource() {
         ErrorSource::Upstream => match error.etype() {
-            ConnectTimedout | ReadTimedout | WriteTimedout => (504, Some(UpstreamErrorKind::Timeout)),
-            ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError | TLSHandshakeFailure => {
-                (502, Some(UpstreamErrorKind::Connect))
+            ConnectTimedout | ReadTimedout | WriteTimedout => {
+                (504, Some(UpstreamErrorKind::Timeout))
             }
-            ConnectionClosed | ReadError | WriteError | H2Error | InvalidHTTPHeader => (502, Some(UpstreamErrorKind::Reset)),
+            ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
+            | TLSHandshakeFailure => (502, Some(UpstreamErrorKind::Connect)),
+            ConnectionClosed | ReadError | WriteError | H2Error | InvalidHTTPHeader => {
+                (502, Some(UpstreamErrorKind::Reset))
+            }
             _ => (502, Some(UpstreamErrorKind::Other)),
         },
         ErrorSource::Downstream => match error.etype() {

@@ -45,13 +45,20 @@ fn yaml_scalar(value: &str) -> String {
 /// Plain is safe for a word of ASCII letters, digits, `-` and `_` that is not
 /// a YAML 1.1 boolean or null word and cannot read as a number.
 fn is_safe_plain(value: &str) -> bool {
-    const RESERVED_WORDS: &[&str] =
-        &["y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf"];
+    const RESERVED_WORDS: &[&str] = &[
+        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "nan", "inf",
+    ];
     let Some(first) = value.chars().next() else {
         return false;
     };
-    let word_chars = value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !word_chars || RESERVED_WORDS.iter().any(|word| word.eq_ignore_ascii_case(value)) {
+    let word_chars = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !word_chars
+        || RESERVED_WORDS
+            .iter()
+            .any(|word| word.eq_ignore_ascii_case(value))
+    {
         return false;
     }
     if first.is_ascii_alphabetic() {
@@ -62,8 +69,13 @@ fn is_safe_plain(value: &str) -> bool {
     }
     // Starts with a digit: a number unless it has a letter no number can
     // hold. `e` is an exponent, and `0x`, `0o`, `0b` start based integers.
-    let based = value.len() > 1 && value.starts_with('0') && matches!(value.as_bytes()[1].to_ascii_lowercase(), b'x' | b'o' | b'b');
-    !based && value.chars().any(|c| c.is_ascii_alphabetic() && !c.eq_ignore_ascii_case(&'e'))
+    let based = value.len() > 1
+        && value.starts_with('0')
+        && matches!(value.as_bytes()[1].to_ascii_lowercase(), b'x' | b'o' | b'b');
+    !based
+        && value
+            .chars()
+            .any(|c| c.is_ascii_alphabetic() && !c.eq_ignore_ascii_case(&'e'))
 }
 
 #[cfg(test)]
@@ -83,7 +95,9 @@ mod tests {
     fn new_key_is_64_hex() {
         let key = new_key().unwrap();
         assert_eq!(key.len(), 64);
-        assert!(key.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(key
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(key, new_key().unwrap());
     }
 
@@ -93,16 +107,28 @@ mod tests {
         let text = snippet("karolin", key);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0], format!("# X-Api-Key: {}", encode_api_key("karolin", key)));
+        assert_eq!(
+            lines[0],
+            format!("# X-Api-Key: {}", encode_api_key("karolin", key))
+        );
         assert_eq!(lines[1], "- clientId: karolin");
         assert_eq!(lines[2], format!("  key: {key}"));
     }
 
     #[test]
     fn misreadable_values_quoted() {
-        for client_id in ["no", "No", "on", "y", "true", "null", "0123", "1_000", "0x1F", "1e5", "café", "a#b", "-a", "~", "a b"] {
+        for client_id in [
+            "no", "No", "on", "y", "true", "null", "0123", "1_000", "0x1F", "1e5", "café", "a#b",
+            "-a", "~", "a b",
+        ] {
             let text = snippet(client_id, "k");
-            assert!(text.contains(&format!("clientId: \"{}", client_id.chars().next().unwrap())), "{client_id}: {text}");
+            assert!(
+                text.contains(&format!(
+                    "clientId: \"{}",
+                    client_id.chars().next().unwrap()
+                )),
+                "{client_id}: {text}"
+            );
         }
         assert!(snippet("a", "1d04de2f").contains("key: 1d04de2f"));
         assert!(snippet("a", "0b1d").contains("key: \"0b1d\""));

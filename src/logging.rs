@@ -30,19 +30,30 @@ static LEVEL_HANDLE: OnceLock<FilterHandle> = OnceLock::new();
 ///
 /// `RUST_LOG` contains an invalid filter, or a subscriber is already installed.
 pub fn init(level: LogLevel, format: LogFormat) -> Result<(), String> {
-    let from_environment = std::env::var("RUST_LOG").ok().filter(|value| !value.trim().is_empty());
+    let from_environment = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
     let filter = match &from_environment {
-        Some(value) => EnvFilter::try_new(value).map_err(|err| format!("invalid RUST_LOG {value:?}: {err}"))?,
+        Some(value) => {
+            EnvFilter::try_new(value).map_err(|err| format!("invalid RUST_LOG {value:?}: {err}"))?
+        }
         None => EnvFilter::new(level.as_str()),
     };
     let (filter, handle) = reload::Layer::new(filter);
 
     // pingora's debug and trace lines print whole request heads, keys included.
-    let engine_cap = filter_fn(|metadata| !(metadata.target().starts_with("pingora") && *metadata.level() > Level::INFO));
+    let engine_cap = filter_fn(|metadata| {
+        !(metadata.target().starts_with("pingora") && *metadata.level() > Level::INFO)
+    });
 
     let colour = std::io::stdout().is_terminal();
-    let text = (format == LogFormat::Text).then(|| tracing_subscriber::fmt::layer().with_target(true).with_ansi(colour));
-    let json = (format == LogFormat::Json).then(|| tracing_subscriber::fmt::layer().json().flatten_event(true));
+    let text = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_ansi(colour)
+    });
+    let json = (format == LogFormat::Json)
+        .then(|| tracing_subscriber::fmt::layer().json().flatten_event(true));
     tracing_subscriber::registry()
         .with(filter)
         .with(engine_cap)
@@ -78,24 +89,42 @@ pub struct FailureLogLimiter {
 }
 
 /// The process-wide limiter for auth-failure lines.
-pub static AUTH_FAILURE_LOG: FailureLogLimiter = FailureLogLimiter { window: AtomicU64::new(0), suppressed: AtomicU64::new(0) };
+pub static AUTH_FAILURE_LOG: FailureLogLimiter = FailureLogLimiter {
+    window: AtomicU64::new(0),
+    suppressed: AtomicU64::new(0),
+};
 
 impl FailureLogLimiter {
     /// Returns whether this failure may be logged. When a new second starts,
     /// also returns how many lines the previous windows held back.
     pub fn admit(&self) -> (bool, u64) {
-        let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
+        let second = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
         let mut current = self.window.load(Ordering::Relaxed);
         loop {
             let (window_second, count) = (current >> 20, current & 0xF_FFFF);
-            let next = if window_second == second { current + 1 } else { (second << 20) | 1 };
+            let next = if window_second == second {
+                current + 1
+            } else {
+                (second << 20) | 1
+            };
             if window_second == second && count >= AUTH_FAILURE_LINES_PER_SECOND {
                 self.suppressed.fetch_add(1, Ordering::Relaxed);
                 return (false, 0);
             }
-            match self.window.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self.window.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
-                    let held_back = if window_second == second { 0 } else { self.suppressed.swap(0, Ordering::Relaxed) };
+                    let held_back = if window_second == second {
+                        0
+                    } else {
+                        self.suppressed.swap(0, Ordering::Relaxed)
+                    };
                     return (true, held_back);
                 }
                 Err(actual) => current = actual,
@@ -110,10 +139,19 @@ mod tests {
 
     #[test]
     fn limiter_bounds_lines() {
-        let limiter = FailureLogLimiter { window: AtomicU64::new(0), suppressed: AtomicU64::new(0) };
+        let limiter = FailureLogLimiter {
+            window: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        };
         let admitted = (0..1000).filter(|_| limiter.admit().0).count();
         // The loop may straddle a second boundary, which opens one more window.
-        assert!(admitted >= AUTH_FAILURE_LINES_PER_SECOND as usize, "admitted {admitted}");
-        assert!(admitted <= 2 * AUTH_FAILURE_LINES_PER_SECOND as usize, "admitted {admitted}");
+        assert!(
+            admitted >= AUTH_FAILURE_LINES_PER_SECOND as usize,
+            "admitted {admitted}"
+        );
+        assert!(
+            admitted <= 2 * AUTH_FAILURE_LINES_PER_SECOND as usize,
+            "admitted {admitted}"
+        );
     }
 }

@@ -3,7 +3,6 @@
 //! Start-up: read the command line, load and check the config, start
 //! logging, check the listen addresses, then serve until a signal.
 
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,7 +15,13 @@ use tracing::{info, warn};
 #[command(name = "keygate", version, about)]
 struct Cli {
     /// Config file (NPS-style YAML with `gateway` and `allowedClients`).
-    #[arg(long, short, global = true, value_name = "PATH", default_value = "config/application.yml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        value_name = "PATH",
+        default_value = "config/application.yml"
+    )]
     config: PathBuf,
 
     #[command(subcommand)]
@@ -91,7 +96,10 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
     println!("  contextPath:    {}", settings.context_path);
     println!("  uriBase:        {}", settings.uri_base);
     println!("  upstream:       {}", settings.upstream);
-    println!("  metrics:        http://{}/metrics", settings.metrics.listen.0);
+    println!(
+        "  metrics:        http://{}/metrics",
+        settings.metrics.listen.0
+    );
     println!("  allowedClients: {}", config.clients.len());
     for warning in &config.warnings {
         println!("warning: {warning}");

@@ -11,8 +11,8 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::clients::DenyReason;
@@ -27,7 +27,12 @@ pub enum RouteLabel {
 }
 
 impl RouteLabel {
-    const ALL: [RouteLabel; 4] = [RouteLabel::Proxy, RouteLabel::Admin, RouteLabel::Health, RouteLabel::Other];
+    const ALL: [RouteLabel; 4] = [
+        RouteLabel::Proxy,
+        RouteLabel::Admin,
+        RouteLabel::Health,
+        RouteLabel::Other,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,8 +54,12 @@ pub enum UpstreamErrorKind {
 }
 
 impl UpstreamErrorKind {
-    const ALL: [UpstreamErrorKind; 4] =
-        [UpstreamErrorKind::Connect, UpstreamErrorKind::Timeout, UpstreamErrorKind::Reset, UpstreamErrorKind::Other];
+    const ALL: [UpstreamErrorKind; 4] = [
+        UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Timeout,
+        UpstreamErrorKind::Reset,
+        UpstreamErrorKind::Other,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -96,28 +105,46 @@ impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("keygate_requests_total", "Requests completed, by route and status code"),
+            Opts::new(
+                "keygate_requests_total",
+                "Requests completed, by route and status code",
+            ),
             &["route", "status"],
         )
         .expect("metric definition is valid");
         let auth_failures_vec = IntCounterVec::new(
-            Opts::new("keygate_auth_failures_total", "Requests refused by the key check, by reason"),
+            Opts::new(
+                "keygate_auth_failures_total",
+                "Requests refused by the key check, by reason",
+            ),
             &["reason"],
         )
         .expect("metric definition is valid");
         let durations_vec = HistogramVec::new(
-            HistogramOpts::new("keygate_request_duration_seconds", "Time from the request head to the end of the response")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "keygate_request_duration_seconds",
+                "Time from the request head to the end of the response",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
             &["route"],
         )
         .expect("metric definition is valid");
         let upstream_errors_vec = IntCounterVec::new(
-            Opts::new("keygate_upstream_errors_total", "Failed requests to the backend, by kind"),
+            Opts::new(
+                "keygate_upstream_errors_total",
+                "Failed requests to the backend, by kind",
+            ),
             &["kind"],
         )
         .expect("metric definition is valid");
         let reloads = IntCounterVec::new(
-            Opts::new("keygate_config_reloads_total", "Config reloads, by trigger and result"),
+            Opts::new(
+                "keygate_config_reloads_total",
+                "Config reloads, by trigger and result",
+            ),
             &["trigger", "result"],
         )
         .expect("metric definition is valid");
@@ -126,10 +153,14 @@ impl Metrics {
             "Unix time of the last config load that succeeded",
         )
         .expect("metric definition is valid");
-        let allowed_clients = IntGauge::new("keygate_allowed_clients", "Clients in the loaded snapshot")
-            .expect("metric definition is valid");
+        let allowed_clients =
+            IntGauge::new("keygate_allowed_clients", "Clients in the loaded snapshot")
+                .expect("metric definition is valid");
         let client_requests = IntCounterVec::new(
-            Opts::new("keygate_client_requests_total", "Requests that passed the key check, by configured clientId"),
+            Opts::new(
+                "keygate_client_requests_total",
+                "Requests that passed the key check, by configured clientId",
+            ),
             &["client_id"],
         )
         .expect("metric definition is valid");
@@ -144,13 +175,18 @@ impl Metrics {
             Box::new(allowed_clients.clone()),
             Box::new(client_requests.clone()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
 
         Metrics {
-            auth_failures: DenyReason::ALL.map(|reason| auth_failures_vec.with_label_values(&[reason.as_str()])),
-            durations: RouteLabel::ALL.map(|route| durations_vec.with_label_values(&[route.as_str()])),
-            upstream_errors: UpstreamErrorKind::ALL.map(|kind| upstream_errors_vec.with_label_values(&[kind.as_str()])),
+            auth_failures: DenyReason::ALL
+                .map(|reason| auth_failures_vec.with_label_values(&[reason.as_str()])),
+            durations: RouteLabel::ALL
+                .map(|route| durations_vec.with_label_values(&[route.as_str()])),
+            upstream_errors: UpstreamErrorKind::ALL
+                .map(|kind| upstream_errors_vec.with_label_values(&[kind.as_str()])),
             registry,
             requests,
             reloads,
@@ -162,7 +198,9 @@ impl Metrics {
 
     /// Counts one completed request and its duration.
     pub fn observe_request(&self, route: RouteLabel, status: http::StatusCode, seconds: f64) {
-        self.requests.with_label_values(&[route.as_str(), status.as_str()]).inc();
+        self.requests
+            .with_label_values(&[route.as_str(), status.as_str()])
+            .inc();
         self.durations[route as usize].observe(seconds);
     }
 
@@ -194,7 +232,9 @@ impl Metrics {
     /// Records the outcome of a config reload.
     pub fn record_reload(&self, trigger: ReloadTrigger, succeeded: bool, clients: usize) {
         let result = if succeeded { "ok" } else { "error" };
-        self.reloads.with_label_values(&[trigger.as_str(), result]).inc();
+        self.reloads
+            .with_label_values(&[trigger.as_str(), result])
+            .inc();
         if succeeded {
             self.record_load(clients);
         }
@@ -206,7 +246,8 @@ impl Metrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |elapsed| elapsed.as_secs_f64());
         self.last_reload_success.set(now);
-        self.allowed_clients.set(i64::try_from(clients).unwrap_or(i64::MAX));
+        self.allowed_clients
+            .set(i64::try_from(clients).unwrap_or(i64::MAX));
     }
 
     /// Renders every metric in the Prometheus text format.
@@ -227,9 +268,21 @@ impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let header = session.req_header();
         let (status, content_type, body) = match (header.method.as_str(), header.uri.path()) {
-            ("GET", "/metrics") => (200, TextEncoder::new().format_type().to_string(), METRICS.render()),
-            (_, "/metrics") => (405, "text/plain".to_string(), b"only GET is allowed on /metrics\n".to_vec()),
-            _ => (404, "text/plain".to_string(), b"not found; metrics are at /metrics\n".to_vec()),
+            ("GET", "/metrics") => (
+                200,
+                TextEncoder::new().format_type().to_string(),
+                METRICS.render(),
+            ),
+            (_, "/metrics") => (
+                405,
+                "text/plain".to_string(),
+                b"only GET is allowed on /metrics\n".to_vec(),
+            ),
+            _ => (
+                404,
+                "text/plain".to_string(),
+                b"not found; metrics are at /metrics\n".to_vec(),
+            ),
         };
         let mut response = Response::builder()
             .status(status)
@@ -238,6 +291,8 @@ impl ServeHttp for MetricsApp {
         if status == 405 {
             response = response.header(http::header::ALLOW, "GET");
         }
-        response.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+        response
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
     }
 }

@@ -85,7 +85,11 @@ pub fn load_snapshot(path: &Path) -> Result<(Snapshot, Vec<String>), ConfigError
 impl SnapshotStore {
     pub fn new(path: PathBuf, snapshot: Snapshot) -> Self {
         METRICS.record_load(snapshot.clients.len());
-        SnapshotStore { path, current: ArcSwap::from_pointee(snapshot), reload_lock: tokio::sync::Mutex::new(()) }
+        SnapshotStore {
+            path,
+            current: ArcSwap::from_pointee(snapshot),
+            reload_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Returns the snapshot in force now. Loading it takes no lock, so a reload never blocks it.
@@ -107,14 +111,16 @@ impl SnapshotStore {
         let _serialised = self.reload_lock.lock().await;
 
         let path = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&path)).await.unwrap_or_else(|err| {
-            Err(ConfigError {
-                file: self.path.clone(),
-                line: None,
-                column: None,
-                message: format!("the reload task failed: {err}"),
-            })
-        });
+        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&path))
+            .await
+            .unwrap_or_else(|err| {
+                Err(ConfigError {
+                    file: self.path.clone(),
+                    line: None,
+                    column: None,
+                    message: format!("the reload task failed: {err}"),
+                })
+            });
         let (mut snapshot, warnings) = match loaded {
             Ok(loaded) => loaded,
             Err(err) => {
@@ -144,11 +150,20 @@ fn keep_running_values(running: &GatewaySettings, new: &mut GatewaySettings) {
     new.log.format = running.log.format;
 }
 
-fn compare(old: &Snapshot, new: &Snapshot, waiting_for_restart: Vec<&'static str>, warnings: Vec<String>) -> ReloadReport {
+fn compare(
+    old: &Snapshot,
+    new: &Snapshot,
+    waiting_for_restart: Vec<&'static str>,
+    warnings: Vec<String>,
+) -> ReloadReport {
     let mut changed: Vec<String> = new
         .top_level
         .iter()
-        .filter(|(name, fingerprint)| !old.top_level.iter().any(|(old_name, old_print)| old_name == name && old_print == fingerprint))
+        .filter(|(name, fingerprint)| {
+            !old.top_level
+                .iter()
+                .any(|(old_name, old_print)| old_name == name && old_print == fingerprint)
+        })
         .map(|(name, _)| name.clone())
         .collect();
     for (name, _) in &old.top_level {
@@ -157,7 +172,11 @@ fn compare(old: &Snapshot, new: &Snapshot, waiting_for_restart: Vec<&'static str
         }
     }
 
-    let clients_kept = new.clients.client_ids().filter(|id| old.clients.contains(id)).count();
+    let clients_kept = new
+        .clients
+        .client_ids()
+        .filter(|id| old.clients.contains(id))
+        .count();
     ReloadReport {
         changed,
         clients_added: new.clients.len() - clients_kept,
@@ -179,7 +198,11 @@ fn apply_live_settings(old: &Snapshot, new: &Snapshot) {
             METRICS.forget_all_clients();
         }
     } else {
-        METRICS.forget_clients(old.clients.client_ids().filter(|id| !new.clients.contains(id)));
+        METRICS.forget_clients(
+            old.clients
+                .client_ids()
+                .filter(|id| !new.clients.contains(id)),
+        );
     }
     if new.clients.len() == 0 {
         warn!("the new config allows no client; every keyed request gets 403");

@@ -40,11 +40,21 @@ impl LocalResponse {
     pub fn json(status: StatusCode, body: &serde_json::Value) -> Self {
         let mut text = body.to_string();
         text.push('\n');
-        LocalResponse { status, content_type: "application/json", body: Bytes::from(text), headers: Vec::new() }
+        LocalResponse {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(text),
+            headers: Vec::new(),
+        }
     }
 
     pub fn text(status: StatusCode, body: String) -> Self {
-        LocalResponse { status, content_type: "text/plain; charset=utf-8", body: Bytes::from(body), headers: Vec::new() }
+        LocalResponse {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Bytes::from(body),
+            headers: Vec::new(),
+        }
     }
 
     pub fn with_header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
@@ -54,14 +64,20 @@ impl LocalResponse {
 }
 
 /// The one 403 body, the same for every failure reason.
-pub static FORBIDDEN_BODY: &str = "{\"status\":403,\"error\":\"Forbidden\",\"message\":\"Access denied\"}\n";
+pub static FORBIDDEN_BODY: &str =
+    "{\"status\":403,\"error\":\"Forbidden\",\"message\":\"Access denied\"}\n";
 
 /// Writes `response` to the client after settling the request body.
 ///
 /// # Errors
 ///
 /// Writing to the client failed.
-pub async fn send(session: &mut Session, settings: &GatewaySettings, request_id: &str, response: LocalResponse) -> Result<()> {
+pub async fn send(
+    session: &mut Session,
+    settings: &GatewaySettings,
+    request_id: &str,
+    response: LocalResponse,
+) -> Result<()> {
     let framing = settle_body(session, settings).await;
     if framing != Framing::Settled {
         session.set_keepalive(None);
@@ -76,10 +92,16 @@ pub async fn send(session: &mut Session, settings: &GatewaySettings, request_id:
     }
     // A HEAD response carries the length of the body it leaves out.
     if session.req_header().method == http::Method::HEAD {
-        session.write_response_header(Box::new(header), true).await?;
+        session
+            .write_response_header(Box::new(header), true)
+            .await?;
     } else {
-        session.write_response_header(Box::new(header), false).await?;
-        session.write_response_body(Some(response.body), true).await?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session
+            .write_response_body(Some(response.body), true)
+            .await?;
     }
 
     if framing == Framing::TooLarge {
@@ -117,7 +139,9 @@ async fn settle_body(session: &mut Session, settings: &GatewaySettings) -> Frami
         .get(CONTENT_LENGTH)
         .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
-    if declared.is_some_and(|length| length > max) && !header.headers.contains_key(TRANSFER_ENCODING) {
+    if declared.is_some_and(|length| length > max)
+        && !header.headers.contains_key(TRANSFER_ENCODING)
+    {
         return Framing::TooLarge;
     }
 
@@ -141,8 +165,6 @@ async fn settle_body(session: &mut Session, settings: &GatewaySettings) -> Frami
 /// that closing the socket does not reset the connection before the client
 /// has read the response.
 async fn linger(session: &mut Session, time: Duration) {
-    let discard = async {
-        while let Ok(Some(_)) = session.read_request_body().await {}
-    };
+    let discard = async { while let Ok(Some(_)) = session.read_request_body().await {} };
     let _ = tokio::time::timeout(time, discard).await;
 }

@@ -41,10 +41,19 @@ pub struct Routes {
 
 impl Routes {
     pub fn new(settings: &GatewaySettings) -> Self {
-        let context = settings.context_path.segments().map(str::to_string).collect();
-        let mut generate_client: Vec<String> = settings.uri_base.segments().map(str::to_string).collect();
+        let context = settings
+            .context_path
+            .segments()
+            .map(str::to_string)
+            .collect();
+        let mut generate_client: Vec<String> =
+            settings.uri_base.segments().map(str::to_string).collect();
         generate_client.extend(["util".to_string(), "generateclient".to_string()]);
-        Routes { context, generate_client, context_path: settings.context_path.0.clone() }
+        Routes {
+            context,
+            generate_client,
+            context_path: settings.context_path.0.clone(),
+        }
     }
 
     /// Returns the path of the refresh route, such as `/nps/refresh`.
@@ -55,7 +64,11 @@ impl Routes {
     /// Classifies a request path (without its query).
     pub fn classify(&self, path: &str) -> Route {
         if !path.starts_with('/') || hides_structure(path) {
-            return if path.starts_with('/') { Route::BadPath } else { Route::NotFound };
+            return if path.starts_with('/') {
+                Route::BadPath
+            } else {
+                Route::NotFound
+            };
         }
 
         let mut segments = Vec::with_capacity(8);
@@ -73,11 +86,21 @@ impl Routes {
 
         // Only paths strictly below the context path are served.
         let context_length = self.context.len();
-        let below_context = segments.len() > context_length || (path.ends_with('/') && segments.len() == context_length);
-        if !below_context || !self.context.iter().zip(&segments).all(|(want, (got, _))| want.as_bytes() == &**got) {
+        let below_context = segments.len() > context_length
+            || (path.ends_with('/') && segments.len() == context_length);
+        if !below_context
+            || !self
+                .context
+                .iter()
+                .zip(&segments)
+                .all(|(want, (got, _))| want.as_bytes() == &**got)
+        {
             return Route::NotFound;
         }
-        if segments[..context_length].iter().any(|(_, has_parameter)| *has_parameter) {
+        if segments[..context_length]
+            .iter()
+            .any(|(_, has_parameter)| *has_parameter)
+        {
             return Route::BadPath;
         }
 
@@ -90,7 +113,13 @@ impl Routes {
             _ => {}
         }
         let base_length = self.generate_client.len();
-        if words.len() >= base_length && self.generate_client.iter().zip(&words).all(|(want, got)| want.as_bytes() == *got) {
+        if words.len() >= base_length
+            && self
+                .generate_client
+                .iter()
+                .zip(&words)
+                .all(|(want, got)| want.as_bytes() == *got)
+        {
             let mut ids = segments.into_iter().skip(context_length + base_length);
             return match (ids.next(), ids.next()) {
                 (Some((id, _)), None) => Route::GenerateClient(Some(id.into_owned())),
@@ -180,12 +209,24 @@ mod tests {
     #[test]
     fn generate_client_ids() {
         let routes = routes();
-        assert_eq!(id(routes.classify("/nps/rest/util/generateclient/karolin")), Some(b"karolin".to_vec()));
-        assert_eq!(id(routes.classify("/nps/rest/util/generateclient/caf%C3%A9")), Some("café".as_bytes().to_vec()));
-        assert_eq!(id(routes.classify("/nps/rest/util/generateclient/a%3Ab")), Some(b"a:b".to_vec()));
+        assert_eq!(
+            id(routes.classify("/nps/rest/util/generateclient/karolin")),
+            Some(b"karolin".to_vec())
+        );
+        assert_eq!(
+            id(routes.classify("/nps/rest/util/generateclient/caf%C3%A9")),
+            Some("café".as_bytes().to_vec())
+        );
+        assert_eq!(
+            id(routes.classify("/nps/rest/util/generateclient/a%3Ab")),
+            Some(b"a:b".to_vec())
+        );
         assert_eq!(id(routes.classify("/nps/rest/util/generateclient/")), None);
         assert_eq!(id(routes.classify("/nps/rest/util/generateclient")), None);
-        assert_eq!(id(routes.classify("/nps/rest/util/generateclient/a/b")), None);
+        assert_eq!(
+            id(routes.classify("/nps/rest/util/generateclient/a/b")),
+            None
+        );
     }
 
     #[test]

@@ -49,17 +49,27 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) {
     server.bootstrap();
     let store = Arc::new(SnapshotStore::new(config_path, snapshot));
 
-    let mut proxy = http_proxy_service_with_name(&server.configuration, Gateway::new(Arc::clone(&store)), "keygate gateway");
+    let mut proxy = http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(Arc::clone(&store)),
+        "keygate gateway",
+    );
     for addr in &settings.listen.0 {
         proxy.add_tcp(&addr.to_string());
         info!(%addr, "gateway listening");
     }
 
-    let mut metrics = Service::new("keygate metrics".to_string(), HttpServer::new_app(MetricsApp));
+    let mut metrics = Service::new(
+        "keygate metrics".to_string(),
+        HttpServer::new_app(MetricsApp),
+    );
     metrics.add_tcp(&settings.metrics.listen.0.to_string());
     info!(addr = %settings.metrics.listen.0, "metrics listening on /metrics");
 
-    let resolver = GenBackgroundService::new("keygate upstream lookup".to_string(), Arc::new(ResolverService { store }));
+    let resolver = GenBackgroundService::new(
+        "keygate upstream lookup".to_string(),
+        Arc::new(ResolverService { store }),
+    );
 
     server.add_service(proxy);
     server.add_service(metrics);

@@ -56,7 +56,11 @@ impl Upstream {
         };
         let addr = lookup(&url)?;
         let target = ArcSwap::from_pointee(build_target(addr, &url, timeouts));
-        Ok(Upstream { url, target, timeouts })
+        Ok(Upstream {
+            url,
+            target,
+            timeouts,
+        })
     }
 
     /// Returns the current backend address.
@@ -77,17 +81,23 @@ impl Upstream {
         match lookup(&self.url) {
             Ok(addr) if addr != self.addr() => {
                 info!(upstream = %self.url, old = %self.addr(), new = %addr, "upstream address changed");
-                self.target.store(Arc::new(build_target(addr, &self.url, self.timeouts)));
+                self.target
+                    .store(Arc::new(build_target(addr, &self.url, self.timeouts)));
             }
             Ok(_) => {}
-            Err(err) => warn!(upstream = %self.url, error = %err, "upstream lookup failed; keeping the last address"),
+            Err(err) => {
+                warn!(upstream = %self.url, error = %err, "upstream lookup failed; keeping the last address")
+            }
         }
     }
 
     /// Returns whether a TCP connection to the backend opens within the connect timeout.
     pub async fn is_reachable(&self) -> bool {
         let connect = tokio::net::TcpStream::connect(self.addr());
-        matches!(tokio::time::timeout(self.timeouts.connect, connect).await, Ok(Ok(_)))
+        matches!(
+            tokio::time::timeout(self.timeouts.connect, connect).await,
+            Ok(Ok(_))
+        )
     }
 }
 
@@ -95,7 +105,9 @@ fn lookup(url: &UpstreamUrl) -> Result<SocketAddr, String> {
     let mut addrs = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .map_err(|err| format!("cannot resolve upstream host {:?}: {err}", url.host))?;
-    addrs.next().ok_or_else(|| format!("upstream host {:?} resolved to no address", url.host))
+    addrs
+        .next()
+        .ok_or_else(|| format!("upstream host {:?} resolved to no address", url.host))
 }
 
 fn build_target(addr: SocketAddr, url: &UpstreamUrl, timeouts: PeerTimeouts) -> Target {

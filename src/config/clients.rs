@@ -24,7 +24,10 @@ pub struct ClientEntry {
 // The key is a secret: debug output shows the clientId only.
 impl fmt::Debug for ClientEntry {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.debug_struct("ClientEntry").field("client_id", &self.client_id).finish_non_exhaustive()
+        formatter
+            .debug_struct("ClientEntry")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -34,12 +37,20 @@ pub fn check_client_id(client_id: &str) -> Result<(), String> {
         return Err("clientId is empty".into());
     }
     if client_id.len() > MAX_CLIENT_ID_BYTES {
-        return Err(format!("clientId is {} bytes long; the maximum is {MAX_CLIENT_ID_BYTES}", client_id.len()));
+        return Err(format!(
+            "clientId is {} bytes long; the maximum is {MAX_CLIENT_ID_BYTES}",
+            client_id.len()
+        ));
     }
     if client_id.contains(':') {
-        return Err("clientId contains ':', which separates the clientId from the key in x-api-key".into());
+        return Err(
+            "clientId contains ':', which separates the clientId from the key in x-api-key".into(),
+        );
     }
-    if client_id.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if client_id
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err("clientId contains whitespace or a control character".into());
     }
     Ok(())
@@ -51,7 +62,9 @@ fn check_key(key: &str) -> Result<(), String> {
         return Err("key is empty".into());
     }
     if key.chars().any(char::is_control) {
-        return Err("key contains a control character such as a newline; write it on one line".into());
+        return Err(
+            "key contains a control character such as a newline; write it on one line".into(),
+        );
     }
     Ok(())
 }
@@ -85,20 +98,28 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 }
             };
             if slot.is_some() {
-                return Err(de::Error::custom(format!("{name} is written twice in one client entry")));
+                return Err(de::Error::custom(format!(
+                    "{name} is written twice in one client entry"
+                )));
             }
             // Plain scalars such as `no`, `0123` or `1_000` arrive as the exact text written.
             *slot = Some(map.next_value::<Option<String>>()?);
         }
 
         let Some(Some(client_id)) = client_id else {
-            return Err(de::Error::custom("clientId is missing or null in a client entry"));
+            return Err(de::Error::custom(
+                "clientId is missing or null in a client entry",
+            ));
         };
-        check_client_id(&client_id).map_err(|reason| de::Error::custom(format!("{reason} (clientId {client_id:?})")))?;
+        check_client_id(&client_id)
+            .map_err(|reason| de::Error::custom(format!("{reason} (clientId {client_id:?})")))?;
         let Some(Some(key)) = key else {
-            return Err(de::Error::custom(format!("key is missing or null for clientId {client_id:?}")));
+            return Err(de::Error::custom(format!(
+                "key is missing or null for clientId {client_id:?}"
+            )));
         };
-        check_key(&key).map_err(|reason| de::Error::custom(format!("{reason} for clientId {client_id:?}")))?;
+        check_key(&key)
+            .map_err(|reason| de::Error::custom(format!("{reason} for clientId {client_id:?}")))?;
         Ok(ClientEntry { client_id, key })
     }
 }
@@ -159,7 +180,8 @@ mod tests {
 
     #[test]
     fn scalars_read_as_written() {
-        let entries = parse("- clientId: no\n  key: 0e12345\n- clientId: 0123\n  key: 1_000\n").unwrap();
+        let entries =
+            parse("- clientId: no\n  key: 0e12345\n- clientId: 0123\n  key: 1_000\n").unwrap();
         assert_eq!(entries[0].client_id, "no");
         assert_eq!(entries[0].key, "0e12345");
         assert_eq!(entries[1].client_id, "0123");
@@ -168,18 +190,35 @@ mod tests {
 
     #[test]
     fn missing_or_null_key_rejected() {
-        for yaml in ["- clientId: a\n", "- clientId: a\n  key:\n", "- clientId: a\n  key: ~\n", "- clientId: a\n  key: null\n"] {
+        for yaml in [
+            "- clientId: a\n",
+            "- clientId: a\n  key:\n",
+            "- clientId: a\n  key: ~\n",
+            "- clientId: a\n  key: null\n",
+        ] {
             let err = parse(yaml).unwrap_err();
-            assert!(err.to_string().contains("key is missing or null"), "{yaml:?}: {err}");
+            assert!(
+                err.to_string().contains("key is missing or null"),
+                "{yaml:?}: {err}"
+            );
             assert!(err.location().is_some(), "{yaml:?} has no location");
         }
     }
 
     #[test]
     fn empty_key_and_missing_id_rejected() {
-        assert!(parse("- clientId: a\n  key: ''\n").unwrap_err().to_string().contains("key is empty"));
-        assert!(parse("- key: abc\n").unwrap_err().to_string().contains("clientId is missing"));
-        assert!(parse("- clientId: a:b\n  key: k\n").unwrap_err().to_string().contains("':'"));
+        assert!(parse("- clientId: a\n  key: ''\n")
+            .unwrap_err()
+            .to_string()
+            .contains("key is empty"));
+        assert!(parse("- key: abc\n")
+            .unwrap_err()
+            .to_string()
+            .contains("clientId is missing"));
+        assert!(parse("- clientId: a:b\n  key: k\n")
+            .unwrap_err()
+            .to_string()
+            .contains("':'"));
     }
 
     #[test]
@@ -188,7 +227,10 @@ mod tests {
         assert!(err.to_string().contains("written twice"), "{err}");
         // Errors raised for an entry point at the line where the entry starts.
         assert_eq!(err.location().map(|at| at.line()), Some(1));
-        assert!(parse("- clientId: a\n  kye: k\n").unwrap_err().to_string().contains("unknown setting"));
+        assert!(parse("- clientId: a\n  kye: k\n")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown setting"));
     }
 
     #[test]
@@ -199,14 +241,26 @@ mod tests {
 
     #[test]
     fn list_rules_name_both_entries() {
-        let same_id = parse("- clientId: a\n  key: k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1\n- clientId: a\n  key: k2\n").unwrap();
+        let same_id = parse(
+            "- clientId: a\n  key: k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1\n- clientId: a\n  key: k2\n",
+        )
+        .unwrap();
         let err = check_list(&same_id).unwrap_err();
-        assert!(err.contains("allowedClients[0]") && err.contains("allowedClients[1]"), "{err}");
+        assert!(
+            err.contains("allowedClients[0]") && err.contains("allowedClients[1]"),
+            "{err}"
+        );
 
         let same_key = parse("- clientId: a\n  key: k\n- clientId: b\n  key: k\n").unwrap();
         let err = check_list(&same_key).unwrap_err();
-        assert!(err.contains("same key") && err.contains("\"a\"") && err.contains("\"b\""), "{err}");
-        assert!(!err.contains(": k"), "the key must not appear in the message: {err}");
+        assert!(
+            err.contains("same key") && err.contains("\"a\"") && err.contains("\"b\""),
+            "{err}"
+        );
+        assert!(
+            !err.contains(": k"),
+            "the key must not appear in the message: {err}"
+        );
     }
 
     #[test]
@@ -214,12 +268,19 @@ mod tests {
         let entries = parse("- clientId: a\n  key: short\n").unwrap();
         let warnings = check_list(&entries).unwrap();
         assert_eq!(warnings.len(), 1);
-        assert!(!warnings[0].contains("short\""), "the key must not appear: {}", warnings[0]);
+        assert!(
+            !warnings[0].contains("short\""),
+            "the key must not appear: {}",
+            warnings[0]
+        );
     }
 
     #[test]
     fn debug_hides_key() {
-        let entry = ClientEntry { client_id: "a".into(), key: "secret-value".into() };
+        let entry = ClientEntry {
+            client_id: "a".into(),
+            key: "secret-value".into(),
+        };
         assert!(!format!("{entry:?}").contains("secret-value"));
     }
 }

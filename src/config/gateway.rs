@@ -102,14 +102,19 @@ impl Default for GatewaySettings {
             listen: ListenAddrs(vec![SocketAddr::from(([0, 0, 0, 0], 20200))]),
             context_path: RoutePrefix("/nps".into()),
             uri_base: RoutePrefix("/rest".into()),
-            upstream: UpstreamUrl { host: "127.0.0.1".into(), port: 20280 },
+            upstream: UpstreamUrl {
+                host: "127.0.0.1".into(),
+                port: 20280,
+            },
             forward_refresh: true,
             hide_credentials: false,
             client_id_header: ForwardedHeader(http::HeaderName::from_static("x-client-id")),
             request_id_header: ForwardedHeader(http::HeaderName::from_static("x-request-id")),
             admin_allow_from: vec![
                 AdminNet(ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]))),
-                AdminNet(ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST))),
+                AdminNet(ipnet::IpNet::from(std::net::IpAddr::from(
+                    std::net::Ipv6Addr::LOCALHOST,
+                ))),
             ],
             threads: Threads::Auto,
             timeouts: Timeouts::default(),
@@ -145,7 +150,11 @@ impl Default for Limits {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        LogSettings { level: LogLevel::Info, format: LogFormat::Text, access: true }
+        LogSettings {
+            level: LogLevel::Info,
+            format: LogFormat::Text,
+            access: true,
+        }
     }
 }
 

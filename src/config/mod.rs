@@ -56,7 +56,12 @@ impl std::error::Error for ConfigError {}
 
 impl ConfigError {
     fn without_place(file: &Path, message: String) -> Self {
-        ConfigError { file: file.to_path_buf(), line: None, column: None, message }
+        ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            message,
+        }
     }
 
     fn from_yaml(file: &Path, err: &serde_yaml::Error) -> Self {
@@ -64,12 +69,20 @@ impl ConfigError {
         let (line, column) = match err.location() {
             Some(at) => {
                 // serde_yaml writes the place into the message too; keep it once, in the prefix.
-                message = message.replace(&format!(" at line {} column {}", at.line(), at.column()), "");
+                message = message.replace(
+                    &format!(" at line {} column {}", at.line(), at.column()),
+                    "",
+                );
                 (Some(at.line()), Some(at.column()))
             }
             None => (None, None),
         };
-        ConfigError { file: file.to_path_buf(), line, column, message }
+        ConfigError {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message,
+        }
     }
 }
 
@@ -80,7 +93,9 @@ impl ConfigError {
 /// A file that cannot be read, is not valid YAML, or breaks a rule.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let size = std::fs::metadata(path)
-        .map_err(|err| ConfigError::without_place(path, format!("cannot read the config file: {err}")))?
+        .map_err(|err| {
+            ConfigError::without_place(path, format!("cannot read the config file: {err}"))
+        })?
         .len();
     if size > MAX_FILE_BYTES {
         return Err(ConfigError::without_place(
@@ -88,14 +103,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             format!("the config file is {size} bytes; the maximum is {MAX_FILE_BYTES}"),
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| ConfigError::without_place(path, format!("cannot read the config file: {err}")))?;
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        ConfigError::without_place(path, format!("cannot read the config file: {err}"))
+    })?;
     parse(&text, path)
 }
 
 /// Checks config text; `path` only names the file in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let file: FileModel = serde_yaml::from_str(text).map_err(|err| ConfigError::from_yaml(path, &err))?;
+    let file: FileModel =
+        serde_yaml::from_str(text).map_err(|err| ConfigError::from_yaml(path, &err))?;
 
     let gateway = file.gateway.unwrap_or_default();
     gateway
@@ -108,9 +125,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "allowedClients is missing or null; list the clients, or write `allowedClients: []` to let nobody in".into(),
         ));
     };
-    let warnings = clients::check_list(&clients).map_err(|message| ConfigError::without_place(path, message))?;
+    let warnings = clients::check_list(&clients)
+        .map_err(|message| ConfigError::without_place(path, message))?;
 
-    Ok(Config { gateway, clients, warnings, top_level: file.top_level })
+    Ok(Config {
+        gateway,
+        clients,
+        warnings,
+        top_level: file.top_level,
+    })
 }
 
 /// The file as keygate reads it. It is written by hand rather than derived,
@@ -138,14 +161,23 @@ impl<'de> Visitor<'de> for FileVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FileModel, A::Error> {
-        let mut file = FileModel { gateway: None, allowed_clients: None, top_level: Vec::new() };
+        let mut file = FileModel {
+            gateway: None,
+            allowed_clients: None,
+            top_level: Vec::new(),
+        };
         while let Some(name) = map.next_key::<serde_yaml::Value>()? {
             let name = match name {
                 serde_yaml::Value::String(text) => text,
-                other => serde_yaml::to_string(&other).unwrap_or_default().trim_end().to_string(),
+                other => serde_yaml::to_string(&other)
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_string(),
             };
             if file.top_level.iter().any(|(seen, _)| *seen == name) {
-                return Err(de::Error::custom(format!("top-level key {name:?} is written twice")));
+                return Err(de::Error::custom(format!(
+                    "top-level key {name:?} is written twice"
+                )));
             }
             let mut hasher = DefaultHasher::new();
             match name.as_str() {

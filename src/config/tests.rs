@@ -21,8 +21,15 @@ fn error_of(text: &str) -> ConfigError {
 fn shipped_file_loads_without_clients() {
     let text = include_str!("../../config/cod-nps.yml");
     let config = parse_text(text).unwrap();
-    assert!(config.clients.is_empty(), "the shipped file must have no live client");
-    assert_eq!(config.gateway, GatewaySettings::default(), "the shipped file must show the defaults");
+    assert!(
+        config.clients.is_empty(),
+        "the shipped file must have no live client"
+    );
+    assert_eq!(
+        config.gateway,
+        GatewaySettings::default(),
+        "the shipped file must show the defaults"
+    );
 }
 
 #[test]
@@ -30,7 +37,11 @@ fn backend_keys_ignored() {
     let text = format!("server:\n  port: 8080\nspring:\n  anything: [1, 2]\nallowedClients:\n  - clientId: a\n    key: {KEY}\n");
     let config = parse_text(&text).unwrap();
     assert_eq!(config.clients.len(), 1);
-    let names: Vec<&str> = config.top_level.iter().map(|(name, _)| name.as_str()).collect();
+    let names: Vec<&str> = config
+        .top_level
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
     assert_eq!(names, ["server", "spring", "allowedClients"]);
 }
 
@@ -51,9 +62,17 @@ fn nested_unknown_key_rejected() {
 
 #[test]
 fn allowed_clients_missing_or_null() {
-    for text in ["gateway: {}\n", "allowedClients:\n", "allowedClients: ~\n", "other: 1\n"] {
+    for text in [
+        "gateway: {}\n",
+        "allowedClients:\n",
+        "allowedClients: ~\n",
+        "other: 1\n",
+    ] {
         let err = error_of(text);
-        assert!(err.message.contains("allowedClients is missing or null"), "{text:?}: {err}");
+        assert!(
+            err.message.contains("allowedClients is missing or null"),
+            "{text:?}: {err}"
+        );
     }
 }
 
@@ -79,28 +98,42 @@ fn tab_indentation_points_at_place() {
 
 #[test]
 fn duplicate_key_in_entry() {
-    let err = error_of(&format!("allowedClients:\n  - clientId: a\n    key: {KEY}\n    key: {KEY}\n"));
+    let err = error_of(&format!(
+        "allowedClients:\n  - clientId: a\n    key: {KEY}\n    key: {KEY}\n"
+    ));
     assert!(err.message.contains("written twice"), "{err}");
     assert!(err.message.contains("allowedClients[0]"), "{err}");
     assert_eq!(err.line, Some(2), "{err}");
-    assert!(!err.to_string().contains(KEY), "the key must not appear in errors: {err}");
+    assert!(
+        !err.to_string().contains(KEY),
+        "the key must not appear in errors: {err}"
+    );
 }
 
 #[test]
 fn duplicate_client_names_both() {
-    let err = error_of(&format!("allowedClients:\n  - clientId: a\n    key: {KEY}\n  - clientId: a\n    key: other{KEY}\n"));
-    assert!(err.message.contains("allowedClients[0]") && err.message.contains("allowedClients[1]"), "{err}");
+    let err = error_of(&format!(
+        "allowedClients:\n  - clientId: a\n    key: {KEY}\n  - clientId: a\n    key: other{KEY}\n"
+    ));
+    assert!(
+        err.message.contains("allowedClients[0]") && err.message.contains("allowedClients[1]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn duplicate_top_level_key() {
     let err = error_of("allowedClients: []\nallowedClients: []\n");
-    assert!(err.message.contains("twice") || err.message.contains("duplicate"), "{err}");
+    assert!(
+        err.message.contains("twice") || err.message.contains("duplicate"),
+        "{err}"
+    );
 }
 
 #[test]
 fn alias_bomb_rejected_quickly() {
-    let mut text = String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
+    let mut text =
+        String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
     for level in 1..12 {
         let previous = (b'a' + level - 1) as char;
         let name = (b'a' + level) as char;
@@ -109,22 +142,53 @@ fn alias_bomb_rejected_quickly() {
     text.push_str("allowedClients: []\n");
     let started = std::time::Instant::now();
     let err = error_of(&text);
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(!err.message.is_empty());
 }
 
 #[test]
 fn gateway_values_checked_with_place() {
     let cases = [
-        ("gateway:\n  listen: nowhere\nallowedClients: []\n", "invalid listen address"),
-        ("gateway:\n  upstream: ftp://x\nallowedClients: []\n", "scheme"),
-        ("gateway:\n  timeouts: { read: 5 }\nallowedClients: []\n", "unit is required"),
-        ("gateway:\n  limits: { maxBodySize: lots }\nallowedClients: []\n", "invalid size"),
-        ("gateway:\n  clientIdHeader: x-api-key\nallowedClients: []\n", "not allowed"),
-        ("gateway:\n  adminAllowFrom: [everyone]\nallowedClients: []\n", "invalid network"),
-        ("gateway:\n  threads: 0\nallowedClients: []\n", "invalid threads"),
-        ("gateway:\n  log: { level: loud }\nallowedClients: []\n", "unknown variant"),
-        ("gateway:\n  forwardRefresh: maybe\nallowedClients: []\n", "invalid type"),
+        (
+            "gateway:\n  listen: nowhere\nallowedClients: []\n",
+            "invalid listen address",
+        ),
+        (
+            "gateway:\n  upstream: ftp://x\nallowedClients: []\n",
+            "scheme",
+        ),
+        (
+            "gateway:\n  timeouts: { read: 5 }\nallowedClients: []\n",
+            "unit is required",
+        ),
+        (
+            "gateway:\n  limits: { maxBodySize: lots }\nallowedClients: []\n",
+            "invalid size",
+        ),
+        (
+            "gateway:\n  clientIdHeader: x-api-key\nallowedClients: []\n",
+            "not allowed",
+        ),
+        (
+            "gateway:\n  adminAllowFrom: [everyone]\nallowedClients: []\n",
+            "invalid network",
+        ),
+        (
+            "gateway:\n  threads: 0\nallowedClients: []\n",
+            "invalid threads",
+        ),
+        (
+            "gateway:\n  log: { level: loud }\nallowedClients: []\n",
+            "unknown variant",
+        ),
+        (
+            "gateway:\n  forwardRefresh: maybe\nallowedClients: []\n",
+            "invalid type",
+        ),
     ];
     for (text, expected) in cases {
         let err = error_of(text);
@@ -135,26 +199,49 @@ fn gateway_values_checked_with_place() {
 
 #[test]
 fn combination_rules() {
-    let same_headers = error_of("gateway:\n  clientIdHeader: X-A\n  requestIdHeader: x-a\nallowedClients: []\n");
-    assert!(same_headers.message.contains("different names"), "{same_headers}");
+    let same_headers =
+        error_of("gateway:\n  clientIdHeader: X-A\n  requestIdHeader: x-a\nallowedClients: []\n");
+    assert!(
+        same_headers.message.contains("different names"),
+        "{same_headers}"
+    );
     let big_head = error_of("gateway:\n  limits: { maxHeaderSize: 2MiB }\nallowedClients: []\n");
     assert!(big_head.message.contains("1 MiB"), "{big_head}");
     let shared_port = error_of("gateway:\n  listen: 127.0.0.1:9000\n  metrics: { listen: 127.0.0.1:9000 }\nallowedClients: []\n");
-    assert!(shared_port.message.contains("its own port"), "{shared_port}");
+    assert!(
+        shared_port.message.contains("its own port"),
+        "{shared_port}"
+    );
 }
 
 #[test]
 fn missing_file_named() {
     let err = load(Path::new("/nonexistent/keygate.yml")).unwrap_err();
-    assert!(err.to_string().starts_with("/nonexistent/keygate.yml: cannot read"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/keygate.yml: cannot read"),
+        "{err}"
+    );
 }
 
 #[test]
 fn fingerprints_follow_changes() {
-    let one = parse_text(&format!("other: 1\nallowedClients:\n  - clientId: a\n    key: {KEY}\n")).unwrap();
-    let same = parse_text(&format!("other: 1\nallowedClients:\n  - clientId: a\n    key: {KEY}\n")).unwrap();
-    let new_key = parse_text(&format!("other: 1\nallowedClients:\n  - clientId: a\n    key: x{KEY}\n")).unwrap();
+    let one = parse_text(&format!(
+        "other: 1\nallowedClients:\n  - clientId: a\n    key: {KEY}\n"
+    ))
+    .unwrap();
+    let same = parse_text(&format!(
+        "other: 1\nallowedClients:\n  - clientId: a\n    key: {KEY}\n"
+    ))
+    .unwrap();
+    let new_key = parse_text(&format!(
+        "other: 1\nallowedClients:\n  - clientId: a\n    key: x{KEY}\n"
+    ))
+    .unwrap();
     assert_eq!(one.top_level, same.top_level);
     assert_eq!(one.top_level[0], new_key.top_level[0]);
-    assert_ne!(one.top_level[1], new_key.top_level[1], "a changed key must change the fingerprint");
+    assert_ne!(
+        one.top_level[1], new_key.top_level[1],
+        "a changed key must change the fingerprint"
+    );
 }

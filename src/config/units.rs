@@ -25,7 +25,9 @@ impl ConfigDuration {
             format!("invalid duration {text:?} ({err}); write a number with a unit, like \"500ms\", \"5s\" or \"2m\"")
         })?;
         if duration.is_zero() {
-            return Err(format!("invalid duration {text:?}: it must be greater than zero"));
+            return Err(format!(
+                "invalid duration {text:?}: it must be greater than zero"
+            ));
         }
         Ok(ConfigDuration(duration))
     }
@@ -38,7 +40,9 @@ impl ConfigSize {
             format!("invalid size {text:?} ({err}); write bytes or a number with a unit, like \"64KiB\" or \"10MiB\"")
         })?;
         if size.as_u64() == 0 {
-            return Err(format!("invalid size {text:?}: it must be greater than zero"));
+            return Err(format!(
+                "invalid size {text:?}: it must be greater than zero"
+            ));
         }
         Ok(ConfigSize(size.as_u64()))
     }
@@ -84,7 +88,9 @@ impl<T> Visitor<'_> for UnitVisitor<T> {
     }
 
     fn visit_i64<E: de::Error>(self, value: i64) -> Result<T, E> {
-        Err(E::custom(format!("invalid value {value}: it must be greater than zero")))
+        Err(E::custom(format!(
+            "invalid value {value}: it must be greater than zero"
+        )))
     }
 }
 
@@ -114,9 +120,18 @@ mod tests {
 
     #[test]
     fn durations_with_units() {
-        assert_eq!(ConfigDuration::parse("500ms").unwrap().0, Duration::from_millis(500));
-        assert_eq!(ConfigDuration::parse("5s").unwrap().0, Duration::from_secs(5));
-        assert_eq!(ConfigDuration::parse("2m").unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            ConfigDuration::parse("500ms").unwrap().0,
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            ConfigDuration::parse("5s").unwrap().0,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            ConfigDuration::parse("2m").unwrap().0,
+            Duration::from_secs(120)
+        );
     }
 
     #[test]

@@ -84,7 +84,9 @@ impl<'de> Deserialize<'de> for ListenAddrs {
                 let mut addrs = Vec::new();
                 while let Some(ListenAddr(addr)) = seq.next_element()? {
                     if addrs.contains(&addr) {
-                        return Err(de::Error::custom(format!("listen address {addr} is listed twice")));
+                        return Err(de::Error::custom(format!(
+                            "listen address {addr} is listed twice"
+                        )));
                     }
                     addrs.push(addr);
                 }
@@ -105,11 +107,15 @@ pub struct RoutePrefix(pub String);
 impl RoutePrefix {
     pub fn parse(text: &str) -> Result<Self, String> {
         if !text.starts_with('/') {
-            return Err(format!("invalid path prefix {text:?}: it must start with '/', like \"/nps\""));
+            return Err(format!(
+                "invalid path prefix {text:?}: it must start with '/', like \"/nps\""
+            ));
         }
         let trimmed = text.trim_end_matches('/');
         for segment in trimmed.split('/').skip(1) {
-            let plain = segment.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-._~".contains(&byte));
+            let plain = segment
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"-._~".contains(&byte));
             if segment.is_empty() || segment == "." || segment == ".." || !plain {
                 return Err(format!(
                     "invalid path prefix {text:?}: each segment must be letters, digits, '-', '.', '_' or '~', and not \".\" or \"..\""
@@ -153,30 +159,46 @@ impl UpstreamUrl {
             .map_err(|err| format!("invalid upstream URL {text:?} ({err}); {hint}"))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => {
+            Some("https") => return Err(format!(
+                "invalid upstream URL {text:?}: https upstreams are not supported yet; use http://"
+            )),
+            _ => {
                 return Err(format!(
-                    "invalid upstream URL {text:?}: https upstreams are not supported yet; use http://"
+                    "invalid upstream URL {text:?}: the scheme must be http://; {hint}"
                 ))
             }
-            _ => return Err(format!("invalid upstream URL {text:?}: the scheme must be http://; {hint}")),
         }
         let Some(authority) = uri.authority() else {
-            return Err(format!("invalid upstream URL {text:?}: a host is missing; {hint}"));
+            return Err(format!(
+                "invalid upstream URL {text:?}: a host is missing; {hint}"
+            ));
         };
         if authority.as_str().contains('@') {
-            return Err(format!("invalid upstream URL {text:?}: user names and passwords are not allowed"));
+            return Err(format!(
+                "invalid upstream URL {text:?}: user names and passwords are not allowed"
+            ));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!(
                 "invalid upstream URL {text:?}: remove the path; keygate forwards each request's own path unchanged"
             ));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
-        Ok(UpstreamUrl { host, port: authority.port_u16().unwrap_or(80) })
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Ok(UpstreamUrl {
+            host,
+            port: authority.port_u16().unwrap_or(80),
+        })
     }
 }
 
-deserialize_from_str!(UpstreamUrl, "an http:// URL such as \"http://127.0.0.1:20280\"");
+deserialize_from_str!(
+    UpstreamUrl,
+    "an http:// URL such as \"http://127.0.0.1:20280\""
+);
 
 impl fmt::Display for UpstreamUrl {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -204,7 +226,10 @@ impl AdminNet {
     }
 }
 
-deserialize_from_str!(AdminNet, "an address or CIDR block such as \"127.0.0.1/32\"");
+deserialize_from_str!(
+    AdminNet,
+    "an address or CIDR block such as \"127.0.0.1/32\""
+);
 
 /// A header name that keygate sets on forwarded requests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -212,8 +237,11 @@ pub struct ForwardedHeader(pub HeaderName);
 
 impl ForwardedHeader {
     pub fn parse(text: &str) -> Result<Self, String> {
-        let name = HeaderName::from_bytes(text.trim().as_bytes())
-            .map_err(|_| format!("invalid header name {text:?}: use letters, digits and '-', like \"X-Client-Id\""))?;
+        let name = HeaderName::from_bytes(text.trim().as_bytes()).map_err(|_| {
+            format!(
+                "invalid header name {text:?}: use letters, digits and '-', like \"X-Client-Id\""
+            )
+        })?;
         if RESERVED_HEADERS.contains(&name.as_str()) {
             return Err(format!(
                 "header name {text:?} is not allowed here: it is the key header, a hop-by-hop header or a framing header"
@@ -256,17 +284,26 @@ impl<'de> Deserialize<'de> for Threads {
             fn visit_str<E: de::Error>(self, value: &str) -> Result<Threads, E> {
                 match value.trim() {
                     "auto" => Ok(Threads::Auto),
-                    other => Err(E::custom(format!("invalid threads {other:?}: write \"auto\" or a number from 1 to {}", Threads::MAX))),
+                    other => Err(E::custom(format!(
+                        "invalid threads {other:?}: write \"auto\" or a number from 1 to {}",
+                        Threads::MAX
+                    ))),
                 }
             }
             fn visit_u64<E: de::Error>(self, value: u64) -> Result<Threads, E> {
                 match usize::try_from(value) {
                     Ok(count) if (1..=Threads::MAX).contains(&count) => Ok(Threads::Count(count)),
-                    _ => Err(E::custom(format!("invalid threads {value}: write \"auto\" or a number from 1 to {}", Threads::MAX))),
+                    _ => Err(E::custom(format!(
+                        "invalid threads {value}: write \"auto\" or a number from 1 to {}",
+                        Threads::MAX
+                    ))),
                 }
             }
             fn visit_i64<E: de::Error>(self, value: i64) -> Result<Threads, E> {
-                Err(E::custom(format!("invalid threads {value}: write \"auto\" or a number from 1 to {}", Threads::MAX)))
+                Err(E::custom(format!(
+                    "invalid threads {value}: write \"auto\" or a number from 1 to {}",
+                    Threads::MAX
+                )))
             }
         }
         deserializer.deserialize_any(ThreadsVisitor)
@@ -294,7 +331,10 @@ mod tests {
         let url = UpstreamUrl::parse("http://127.0.0.1:20280").unwrap();
         assert_eq!((url.host.as_str(), url.port), ("127.0.0.1", 20280));
         assert_eq!(UpstreamUrl::parse("http://backend").unwrap().port, 80);
-        assert_eq!(UpstreamUrl::parse("http://[::1]:9000/").unwrap().host, "::1");
+        assert_eq!(
+            UpstreamUrl::parse("http://[::1]:9000/").unwrap().host,
+            "::1"
+        );
         assert!(UpstreamUrl::parse("https://backend").is_err());
         assert!(UpstreamUrl::parse("ftp://backend").is_err());
         assert!(UpstreamUrl::parse("http://backend/nps").is_err());
@@ -304,17 +344,37 @@ mod tests {
 
     #[test]
     fn admin_net_forms() {
-        assert_eq!(AdminNet::parse("127.0.0.1").unwrap().0.to_string(), "127.0.0.1/32");
-        assert_eq!(AdminNet::parse("10.1.2.3/8").unwrap().0.to_string(), "10.0.0.0/8");
+        assert_eq!(
+            AdminNet::parse("127.0.0.1").unwrap().0.to_string(),
+            "127.0.0.1/32"
+        );
+        assert_eq!(
+            AdminNet::parse("10.1.2.3/8").unwrap().0.to_string(),
+            "10.0.0.0/8"
+        );
         assert_eq!(AdminNet::parse("::1/128").unwrap().0.to_string(), "::1/128");
         assert!(AdminNet::parse("localhost").is_err());
     }
 
     #[test]
     fn forwarded_header_rules() {
-        assert_eq!(ForwardedHeader::parse("X-Client-Id").unwrap().0.as_str(), "x-client-id");
-        for name in ["x-api-key", "X-Api-Key", "Connection", "Host", "Content-Length", "Transfer-Encoding", "TE"] {
-            assert!(ForwardedHeader::parse(name).is_err(), "{name} must be rejected");
+        assert_eq!(
+            ForwardedHeader::parse("X-Client-Id").unwrap().0.as_str(),
+            "x-client-id"
+        );
+        for name in [
+            "x-api-key",
+            "X-Api-Key",
+            "Connection",
+            "Host",
+            "Content-Length",
+            "Transfer-Encoding",
+            "TE",
+        ] {
+            assert!(
+                ForwardedHeader::parse(name).is_err(),
+                "{name} must be rejected"
+            );
         }
         assert!(ForwardedHeader::parse("bad header").is_err());
     }
@@ -331,8 +391,14 @@ mod tests {
 
     #[test]
     fn threads_forms() {
-        assert_eq!(serde_yaml::from_str::<Threads>("auto").unwrap(), Threads::Auto);
-        assert_eq!(serde_yaml::from_str::<Threads>("4").unwrap(), Threads::Count(4));
+        assert_eq!(
+            serde_yaml::from_str::<Threads>("auto").unwrap(),
+            Threads::Auto
+        );
+        assert_eq!(
+            serde_yaml::from_str::<Threads>("4").unwrap(),
+            Threads::Count(4)
+        );
         assert!(serde_yaml::from_str::<Threads>("0").is_err());
         assert!(serde_yaml::from_str::<Threads>("-1").is_err());
         assert!(serde_yaml::from_str::<Threads>("many").is_err());
