@@ -110,7 +110,7 @@ fn assert_error_shape(response: &Response, status: u16, error: &str, context: &s
         body["message"]
             .as_str()
             .is_some_and(|message| !message.is_empty()),
-        "{context}: body has no non-empty message: {body}"
+        "{context}: body message is missing or empty: {body}"
     );
 }
 
