@@ -203,6 +203,14 @@ fn metric_total(metrics: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Reads the response to a request that was written in one write with the
+/// requests before it.
+fn read_pipelined(conn: &mut Conn, case: &str) -> Response {
+    conn.try_read_response().unwrap_or_else(|err| {
+        panic!("{case}: no response, so a pipelined request was dropped: {err}")
+    })
+}
+
 #[test]
 fn small_rejected_body_keeps_connection() {
     let (mock, gateway) = start(|config| config);
@@ -264,6 +272,24 @@ fn rejected_body_never_parsed_as_request() {
     conn.send(&push_request("good", &good_key(), b"{}"));
     let next = conn.read_response();
     assert_forwarded(&next, "good", "good push after the rejected one");
+
+    assert_no_refresh(&mock, &gateway);
+}
+
+#[test]
+fn rejected_body_never_parsed_when_pipelined() {
+    let (mock, gateway) = start(|config| config);
+    let mut conn = Conn::connect(gateway.addr());
+
+    let mut bytes = push_request("bad", &bad_key(), REFRESH_REQUEST);
+    bytes.extend_from_slice(&push_request("good", &good_key(), b"{}"));
+    conn.send(&bytes);
+
+    let rejected = conn.read_response();
+    assert_status(&rejected, 403, "bad key with a request as its body");
+    let case = "good push written right after the rejected one";
+    let next = read_pipelined(&mut conn, case);
+    assert_forwarded(&next, "good", case);
 
     assert_no_refresh(&mock, &gateway);
 }
@@ -570,4 +596,51 @@ fn head_over_one_mebibyte_not_forwarded() {
     }
     let _ = writer.join().expect("the writer thread panicked");
     assert_mock_recorded_nothing(&mock, "head over 1 MiB");
+}
+
+#[test]
+fn pipelined_requests_served_in_order() {
+    let (mock, gateway) = start(|config| config);
+    let mut conn = Conn::connect(gateway.addr());
+
+    let mut bytes = push_request("first", &good_key(), b"{\"n\":1}");
+    bytes.extend_from_slice(&push_request("second", &good_key(), b"{\"n\":2}"));
+    conn.send(&bytes);
+
+    let first = read_pipelined(&mut conn, "first pipelined push");
+    assert_forwarded(&first, "first", "first pipelined push");
+    let second = read_pipelined(&mut conn, "second pipelined push");
+    assert_forwarded(&second, "second", "second pipelined push");
+
+    let paths: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/nps/rest/push/first", "/nps/rest/push/second"]);
+}
+
+#[test]
+fn pipelined_rejected_request_between_good_ones() {
+    let (mock, gateway) = start(|config| config);
+    let mut conn = Conn::connect(gateway.addr());
+
+    let mut bytes = push_request("first", &good_key(), b"{\"n\":1}");
+    bytes.extend_from_slice(&push_request("bad", &bad_key(), b"{\"n\":2}"));
+    bytes.extend_from_slice(&push_request("third", &good_key(), b"{\"n\":3}"));
+    conn.send(&bytes);
+
+    let first = read_pipelined(&mut conn, "first pipelined push");
+    assert_forwarded(&first, "first", "first pipelined push");
+    let second = read_pipelined(&mut conn, "pipelined push with a bad key");
+    assert_status(&second, 403, "pipelined push with a bad key");
+    let third = read_pipelined(&mut conn, "third pipelined push");
+    assert_forwarded(&third, "third", "third pipelined push");
+
+    let paths: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/nps/rest/push/first", "/nps/rest/push/third"]);
 }
