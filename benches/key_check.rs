@@ -11,7 +11,7 @@ use keygate::config::ClientEntry;
 
 fn clients(count: usize) -> Vec<ClientEntry> {
     (0..count)
-        .map(|index| ClientEntry { client_id: format!("client-{index}"), key: format!("{index:064x}") })
+        .map(|index| ClientEntry::with_key(&format!("client-{index}"), &format!("{index:064x}")))
         .collect()
 }
 
@@ -23,9 +23,17 @@ fn key_check(criterion: &mut Criterion) {
         let good = encode_api_key(&format!("client-{last}"), &format!("{last:064x}"));
         let wrong_key = encode_api_key(&format!("client-{last}"), &format!("{:064x}", last + 1));
         let unknown = encode_api_key("nobody", &format!("{last:064x}"));
-        for (case, value) in [("good", &good), ("wrong_key", &wrong_key), ("unknown_client", &unknown)] {
+        for (case, value) in [
+            ("good", &good),
+            ("wrong_key", &wrong_key),
+            ("unknown_client", &unknown),
+        ] {
             group.bench_with_input(BenchmarkId::new(case, count), value, |bench, value| {
-                bench.iter(|| table.check(std::iter::once(black_box(value.as_bytes()))).is_ok())
+                bench.iter(|| {
+                    table
+                        .check(std::iter::once(black_box(value.as_bytes())))
+                        .is_ok()
+                })
             });
         }
     }

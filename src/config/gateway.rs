@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::admin_token::AdminToken;
 use super::units::{ConfigDuration, ConfigSize};
 use super::values::{AdminNet, ForwardedHeader, ListenAddrs, RoutePrefix, Threads, UpstreamUrl};
 
@@ -26,6 +27,10 @@ pub struct GatewaySettings {
     pub client_id_header: ForwardedHeader,
     pub request_id_header: ForwardedHeader,
     pub admin_allow_from: Vec<AdminNet>,
+    /// Digest of a bearer token that admits peers outside `adminAllowFrom` to the admin routes.
+    pub admin_token: Option<AdminToken>,
+    /// Reload when the config file changes on disk.
+    pub watch_config: bool,
     pub threads: Threads,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -116,6 +121,8 @@ impl Default for GatewaySettings {
                     std::net::Ipv6Addr::LOCALHOST,
                 ))),
             ],
+            admin_token: None,
+            watch_config: true,
             threads: Threads::Auto,
             timeouts: Timeouts::default(),
             limits: Limits::default(),

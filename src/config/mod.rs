@@ -2,8 +2,10 @@
 //! `allowedClients` list keygate reads. Every other top-level key belongs to
 //! the backend and is kept only to report what a refresh changed.
 
+mod admin_token;
 mod clients;
 mod gateway;
+mod keys;
 mod units;
 mod values;
 
@@ -15,8 +17,12 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-pub use clients::{check_client_id, ClientEntry};
+pub use admin_token::AdminToken;
+pub use clients::{
+    check_client_id, ClientEntry, ClientKey, KeyForm, KeyPlace, MAX_KEYS_PER_CLIENT,
+};
 pub use gateway::{GatewaySettings, LogFormat, LogLevel};
+pub use keys::{parse_expires, parse_key_hash, KEY_HASH_PREFIX};
 pub use values::{RoutePrefix, UpstreamUrl};
 
 /// The largest config file keygate reads; a bigger one is almost certainly the wrong file.
@@ -184,12 +190,15 @@ impl<'de> Visitor<'de> for FileVisitor {
                 "gateway" => {
                     file.gateway = map.next_value()?;
                     format!("{:?}", file.gateway).hash(&mut hasher);
+                    // Debug output leaves the token digest out, so it is hashed on its own.
+                    file.gateway
+                        .as_ref()
+                        .map(|gateway| &gateway.admin_token)
+                        .hash(&mut hasher);
                 }
                 "allowedClients" => {
                     file.allowed_clients = map.next_value()?;
-                    for entry in file.allowed_clients.iter().flatten() {
-                        (&entry.client_id, &entry.key).hash(&mut hasher);
-                    }
+                    file.allowed_clients.hash(&mut hasher);
                 }
                 _ => map.next_value::<serde_yaml::Value>()?.hash(&mut hasher),
             }
