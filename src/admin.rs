@@ -4,11 +4,8 @@
 //! checks that before any of these run.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Method, StatusCode};
-use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -16,10 +13,8 @@ use crate::config::check_client_id;
 use crate::keygen;
 use crate::metrics::ReloadTrigger;
 use crate::reload::{Snapshot, SnapshotStore};
+use crate::reload_actions::reload_and_forward;
 use crate::respond::LocalResponse;
-
-/// How long the backend may take to respond to a forwarded refresh.
-const FORWARD_REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handles `GET .../util/generateclient/{clientId}`.
 pub fn generate_client(
@@ -107,7 +102,7 @@ pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) ->
         return LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use POST to refresh")
             .with_header(http::header::ALLOW, "POST");
     }
-    match store.reload(ReloadTrigger::Refresh).await {
+    match reload_and_forward(store, ReloadTrigger::Refresh).await {
         Ok(report) => {
             info!(
                 route = "refresh",
@@ -119,16 +114,6 @@ pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) ->
                 clients_kept = report.clients_kept,
                 "config reloaded"
             );
-            for warning in &report.warnings {
-                warn!(route = "refresh", "{warning}");
-            }
-            if !report.waiting_for_restart.is_empty() {
-                warn!(route = "refresh", settings = ?report.waiting_for_restart, "changed settings wait for a restart");
-            }
-            let snapshot = store.current();
-            if snapshot.settings.forward_refresh {
-                tokio::spawn(forward_refresh(Arc::clone(&snapshot)));
-            }
             LocalResponse::json(StatusCode::OK, &json!(report.changed))
         }
         Err(err) => {
@@ -144,40 +129,6 @@ pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) ->
             LocalResponse::json(StatusCode::INTERNAL_SERVER_ERROR, &body)
         }
     }
-}
-
-/// Sends `POST <contextPath>/refresh` to the backend and logs its response status.
-async fn forward_refresh(snapshot: Arc<Snapshot>) {
-    let path = snapshot.routes.refresh_path();
-    let result = tokio::time::timeout(FORWARD_REFRESH_TIMEOUT, post_empty(&snapshot, &path)).await;
-    match result {
-        Ok(Ok(status)) => {
-            info!(upstream = %snapshot.upstream.url, path, status, "backend responded to the forwarded refresh")
-        }
-        Ok(Err(err)) => {
-            warn!(upstream = %snapshot.upstream.url, path, error = %err, "forwarding the refresh to the backend failed")
-        }
-        Err(_) => {
-            warn!(upstream = %snapshot.upstream.url, path, "forwarded refresh timed out waiting for the backend")
-        }
-    }
-}
-
-async fn post_empty(snapshot: &Snapshot, path: &str) -> pingora::Result<u16> {
-    let connector = Connector::new(None);
-    let peer = snapshot.upstream.peer();
-    let (mut session, _reused) = connector.get_http_session(&*peer).await?;
-    let mut request = RequestHeader::build(Method::POST, path.as_bytes(), Some(3))?;
-    request.insert_header(http::header::HOST, snapshot.upstream.url.host.as_str())?;
-    request.insert_header(http::header::CONTENT_LENGTH, "0")?;
-    session.write_request_header(Box::new(request)).await?;
-    session.finish_request_body().await?;
-    session.read_response_header().await?;
-    let status = session
-        .response_header()
-        .map_or(0, |header| header.status.as_u16());
-    while session.read_response_body().await?.is_some() {}
-    Ok(status)
 }
 
 /// Handles `GET .../health`: up while a snapshot is loaded, which is always once serving.

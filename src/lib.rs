@@ -5,7 +5,8 @@
 //! against the [`clients`] table of the current [`reload`] snapshot, and
 //! [`forward`] prepares what passes for the backend ([`upstream`]). A config
 //! file flows the other way: [`config`] parses and checks it, [`reload`]
-//! builds a snapshot and swaps it in.
+//! builds a snapshot and swaps it in, when the refresh route, a change of the
+//! file or SIGHUP ([`watch`]) asks for it.
 
 pub mod admin;
 pub mod clients;
@@ -16,7 +17,9 @@ pub mod keygen;
 pub mod logging;
 pub mod metrics;
 pub mod reload;
+pub mod reload_actions;
 pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod upstream;
+pub mod watch;

@@ -23,6 +23,8 @@ pub struct Snapshot {
     pub routes: Routes,
     /// Each top-level key of the file with a fingerprint of its value.
     top_level: Vec<(String, u64)>,
+    /// SHA-256 of the file's bytes that this snapshot was built from.
+    pub source_digest: [u8; 32],
 }
 
 /// The changes a successful reload made.
@@ -61,6 +63,7 @@ impl Snapshot {
             upstream: Arc::new(upstream),
             settings: config.gateway,
             top_level: config.top_level,
+            source_digest: config.source_digest,
         })
     }
 }
@@ -90,6 +93,11 @@ impl SnapshotStore {
             current: ArcSwap::from_pointee(snapshot),
             reload_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Returns the path of the config file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Returns the snapshot in force now. Loading it takes no lock, so a reload never blocks it.

@@ -1,6 +1,6 @@
 //! Builds the pingora server from a checked config: the gateway service on
-//! every listen address, the metrics listener, and the background lookup of
-//! the upstream host.
+//! every listen address, the metrics listener, the background lookup of the
+//! upstream host, and the service that reloads on SIGHUP and file changes.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ use crate::gateway::Gateway;
 use crate::metrics::MetricsApp;
 use crate::reload::{Snapshot, SnapshotStore};
 use crate::upstream::ResolverService;
+use crate::watch::ReloadService;
 
 /// Seconds that in-flight requests get to finish after SIGTERM.
 const GRACEFUL_SHUTDOWN_SECONDS: u64 = 5;
@@ -68,10 +69,18 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) {
 
     let resolver = GenBackgroundService::new(
         "keygate upstream lookup".to_string(),
-        Arc::new(ResolverService { store }),
+        Arc::new(ResolverService {
+            store: Arc::clone(&store),
+        }),
+    );
+    let reloader = GenBackgroundService::new(
+        "keygate reload".to_string(),
+        Arc::new(ReloadService::new(store)),
     );
 
-    server.add_service(proxy);
+    // The gateway listens only once the SIGHUP handler is in place.
+    let reloader = server.add_service(reloader);
+    server.add_service(proxy).add_dependency(&reloader);
     server.add_service(metrics);
     server.add_service(resolver);
     info!(threads = settings.threads.resolve(), upstream = %settings.upstream, "gateway started");

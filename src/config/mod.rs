@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 pub use admin_token::AdminToken;
 pub use clients::{
@@ -37,6 +38,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Each top-level key with a fingerprint of its value, in file order.
     pub top_level: Vec<(String, u64)>,
+    /// SHA-256 of the file's bytes, to tell whether the file on disk changed since.
+    pub source_digest: [u8; 32],
 }
 
 /// The reason a config file was rejected, with the place when the parser reports it.
@@ -139,6 +142,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         clients,
         warnings,
         top_level: file.top_level,
+        source_digest: Sha256::digest(text.as_bytes()).into(),
     })
 }
 

@@ -12,7 +12,9 @@
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
 pub mod mock;
+pub mod poll;
 
 // The same file is the `mock_push_backend` example, so that tests and manual
 // runs use one mock.
