@@ -1,7 +1,7 @@
 //! The routes keygate serves itself: key generation, refresh and health.
 //!
-//! Admin routes are for peers inside `adminAllowFrom` only; the caller
-//! checks that before any of these run.
+//! Admin routes are for peers inside `adminAllowFrom`, or for peers that
+//! send the admin token; the caller checks that before any of these run.
 
 use std::sync::Arc;
 

@@ -8,14 +8,13 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::ErrorSource;
 use tracing::{info, warn};
 
-use crate::admin;
 use crate::clients::DenyReason;
 use crate::forward;
 use crate::logging::AUTH_FAILURE_LOG;
@@ -23,6 +22,10 @@ use crate::metrics::{RouteLabel, UpstreamErrorKind, METRICS};
 use crate::reload::{Snapshot, SnapshotStore};
 use crate::respond::{self, LocalResponse, FORBIDDEN_BODY};
 use crate::routes::Route;
+
+mod local_routes;
+
+use local_routes::AdminRoute;
 
 /// Maximum length of a request id kept from a client; a longer or odd one is replaced.
 const MAX_REQUEST_ID_BYTES: usize = 128;
@@ -126,59 +129,6 @@ impl Gateway {
         };
         self.respond(session, ctx, snapshot, response).await
     }
-
-    /// Handles the admin routes for peers inside `adminAllowFrom`.
-    async fn admin(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        snapshot: &Arc<Snapshot>,
-        route: AdminRoute,
-    ) -> Result<bool> {
-        ctx.route = RouteLabel::Admin;
-        let ip = peer_ip(session);
-        let peer = ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
-        let allowed = ip.is_some_and(|ip| {
-            snapshot
-                .settings
-                .admin_allow_from
-                .iter()
-                .any(|net| net.0.contains(&ip))
-        });
-        if !allowed {
-            info!(
-                route = route.name(),
-                peer,
-                result = 403,
-                "admin request rejected: peer outside adminAllowFrom"
-            );
-            let response = LocalResponse::error(StatusCode::FORBIDDEN, "Access denied");
-            return self.respond(session, ctx, snapshot, response).await;
-        }
-        let method = session.req_header().method.clone();
-        let response = match route {
-            AdminRoute::Refresh => admin::refresh(&self.store, &method, &peer).await,
-            AdminRoute::GenerateClient(id) => {
-                admin::generate_client(snapshot, &method, id.as_deref(), &peer)
-            }
-        };
-        self.respond(session, ctx, snapshot, response).await
-    }
-}
-
-/// An admin route with what it needs from the path, owned so the session can be borrowed again.
-enum AdminRoute {
-    Refresh,
-    GenerateClient(Option<Vec<u8>>),
-}
-
-impl AdminRoute {
-    fn name(&self) -> &'static str {
-        match self {
-            AdminRoute::Refresh => "refresh",
-            AdminRoute::GenerateClient(_) => "generateclient",
-        }
-    }
 }
 
 /// Returns the client's IP address, with IPv4-mapped IPv6 addresses read as IPv4.
@@ -213,10 +163,6 @@ fn head_size(session: &Session) -> usize {
                     .sum::<usize>()
         }
     }
-}
-
-fn method_allowed(method: &Method) -> bool {
-    method == Method::GET || method == Method::HEAD
 }
 
 #[async_trait]
@@ -451,26 +397,6 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
-    /// Answers the health routes, open to anyone.
-    async fn health(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        snapshot: &Arc<Snapshot>,
-        readiness: bool,
-    ) -> Result<bool> {
-        ctx.route = RouteLabel::Health;
-        let response = if !method_allowed(&session.req_header().method) {
-            LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use GET for health")
-                .with_header(http::header::ALLOW, "GET, HEAD")
-        } else if readiness {
-            admin::readiness(snapshot).await
-        } else {
-            admin::health()
-        };
-        self.respond(session, ctx, snapshot, response).await
-    }
-
     /// Checks a request for the backend: key, then declared body size.
     async fn check(
         &self,

@@ -9,6 +9,7 @@
 //! file or SIGHUP ([`watch`]) asks for it.
 
 pub mod admin;
+pub mod admin_access;
 pub mod clients;
 pub mod config;
 pub mod forward;
