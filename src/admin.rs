@@ -10,17 +10,20 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::config::check_client_id;
-use crate::keygen;
+use crate::keygen::{self, SnippetForm};
 use crate::metrics::ReloadTrigger;
 use crate::reload::{Snapshot, SnapshotStore};
 use crate::reload_actions::reload_and_forward;
 use crate::respond::LocalResponse;
 
-/// Handles `GET .../util/generateclient/{clientId}`.
+/// Handles `GET .../util/generateclient/{clientId}`. The query may ask for a
+/// hashed key (`hash=true`) and, for a configured client, an extra key to
+/// add to its entry (`rotate=true`).
 pub fn generate_client(
     snapshot: &Snapshot,
     method: &Method,
     client_id: Option<&[u8]>,
+    query: &str,
     peer: &str,
 ) -> LocalResponse {
     if method != Method::GET && method != Method::HEAD {
@@ -62,7 +65,15 @@ pub fn generate_client(
             &format!("invalid clientId: {reason}"),
         );
     }
-    if snapshot.clients.contains(client_id) {
+    let options = match GenerateOptions::parse(query) {
+        Ok(options) => options,
+        Err(reason) => {
+            info!(route = "generateclient", peer, result = 400, reason = %reason, "admin request rejected");
+            return LocalResponse::error(StatusCode::BAD_REQUEST, &reason);
+        }
+    };
+    let configured = snapshot.clients.contains(client_id);
+    if configured && !options.rotate {
         info!(
             route = "generateclient",
             peer,
@@ -72,7 +83,7 @@ pub fn generate_client(
         );
         return LocalResponse::error(
             StatusCode::CONFLICT,
-            &format!("clientId {client_id:?} is already configured; choose another clientId"),
+            &format!("clientId {client_id:?} is already configured; choose another clientId, or add ?rotate=true for an extra key"),
         );
     }
     let key = match keygen::new_key() {
@@ -85,14 +96,55 @@ pub fn generate_client(
             );
         }
     };
+    let form = SnippetForm {
+        hashed: options.hash,
+        extra_key: configured,
+    };
     info!(
         route = "generateclient",
         peer,
         client_id,
         result = 200,
+        extra_key = configured,
+        hashed = options.hash,
         "generated a new client key"
     );
-    LocalResponse::text(StatusCode::OK, keygen::snippet(client_id, &key))
+    LocalResponse::text(StatusCode::OK, keygen::snippet_with(client_id, &key, form))
+}
+
+/// The query parameters of the generateclient route.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct GenerateOptions {
+    /// Give a configured client an extra key instead of answering 409.
+    rotate: bool,
+    /// Write the key as `keyHash`.
+    hash: bool,
+}
+
+impl GenerateOptions {
+    /// Reads `rotate` and `hash`, each `true`, `false` or bare (true).
+    /// Other parameters are ignored, as a Spring controller would.
+    fn parse(query: &str) -> Result<Self, String> {
+        let mut options = GenerateOptions::default();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, "true"));
+            let slot = match name {
+                "rotate" => &mut options.rotate,
+                "hash" => &mut options.hash,
+                _ => continue,
+            };
+            *slot = match value {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(format!(
+                        "invalid value for {name}: write {name}=true or {name}=false"
+                    ))
+                }
+            };
+        }
+        Ok(options)
+    }
 }
 
 /// Handles `POST .../refresh`: reloads the file, then tells the backend when `forwardRefresh` is on.
@@ -142,5 +194,33 @@ pub async fn readiness(snapshot: &Snapshot) -> LocalResponse {
         LocalResponse::json(StatusCode::OK, &json!({"status": "UP"}))
     } else {
         LocalResponse::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "DOWN"}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_options_forms() {
+        assert_eq!(GenerateOptions::parse(""), Ok(GenerateOptions::default()));
+        let both = GenerateOptions {
+            rotate: true,
+            hash: true,
+        };
+        assert_eq!(GenerateOptions::parse("rotate=true&hash=true"), Ok(both));
+        assert_eq!(
+            GenerateOptions::parse("rotate&other=1"),
+            Ok(GenerateOptions {
+                rotate: true,
+                hash: false
+            })
+        );
+        assert_eq!(
+            GenerateOptions::parse("rotate=true&rotate=false"),
+            Ok(GenerateOptions::default())
+        );
+        let err = GenerateOptions::parse("rotate=yes").unwrap_err();
+        assert!(err.contains("rotate=true"), "{err}");
     }
 }

@@ -61,7 +61,8 @@ impl Gateway {
         let response = match route {
             AdminRoute::Refresh => admin::refresh(&self.store, &method, &peer).await,
             AdminRoute::GenerateClient(id) => {
-                admin::generate_client(snapshot, &method, id.as_deref(), &peer)
+                let query = session.req_header().uri.query().unwrap_or("");
+                admin::generate_client(snapshot, &method, id.as_deref(), query, &peer)
             }
         };
         self.respond(session, ctx, snapshot, response).await
