@@ -16,8 +16,8 @@ use serde_json::json;
 use serde_yaml::Value;
 
 use common::{
-    api_key, free_addr, metrics_text, request, ConfigBuilder, Conn, Gateway, MockBackend,
-    ReceivedRequest, Response,
+    api_key, free_addr, free_port, metrics_text, request, ConfigBuilder, Conn, Gateway,
+    MockBackend, ReceivedRequest, Response,
 };
 
 const CLIENT_ID: &str = "karolin";
@@ -926,6 +926,54 @@ fn admin_from_outside_allow_list_forbidden() {
 
     let health = request(gateway.addr(), "GET", "/nps/health", &[], b"");
     assert_eq!(health.status, 200, "health is open to anyone");
+}
+
+#[test]
+fn mapped_ipv4_peer_read_as_ipv4() {
+    // A listener on an IPv4-mapped IPv6 address gets IPv4 peers as
+    // ::ffff:127.0.0.1, which adminAllowFrom must match as 127.0.0.1.
+    let mock = MockBackend::start();
+    let listen = format!("[::ffff:127.0.0.1]:{}", free_port());
+    let base = settings(&mock)
+        .client(CLIENT_ID, KEY)
+        .set_string("listen", &listen);
+    let gateway = Gateway::start(
+        &base
+            .clone()
+            .set("adminAllowFrom", "['127.0.0.1/32']")
+            .build(),
+    );
+
+    let allowed = refresh(&gateway);
+    assert_eq!(
+        allowed.status,
+        200,
+        "refresh from 127.0.0.1 through {listen} with adminAllowFrom 127.0.0.1/32: body {:?}",
+        allowed.text()
+    );
+    mock.clear();
+    push(&gateway, &api_key(CLIENT_ID, KEY));
+    let pushes: Vec<ReceivedRequest> = mock
+        .wait_for_requests(1, Duration::from_secs(5))
+        .into_iter()
+        .filter(|received| received.target == PUSH_PATH)
+        .collect();
+    assert_eq!(pushes.len(), 1, "pushes the mock recorded");
+    assert_eq!(
+        pushes[0].header("x-forwarded-for"),
+        Some("127.0.0.1"),
+        "X-Forwarded-For must carry the peer as IPv4"
+    );
+
+    gateway.rewrite_config(&base.set("adminAllowFrom", "['::1/128']").build());
+    assert_eq!(refresh(&gateway).status, 200, "refresh to ::1/128 only");
+    let refused = refresh(&gateway);
+    assert_error_shape(
+        &refused,
+        403,
+        "Forbidden",
+        "refresh from 127.0.0.1 with adminAllowFrom ::1/128",
+    );
 }
 
 #[test]
