@@ -793,6 +793,50 @@ fn refresh_during_requests_fails_none() {
 }
 
 #[test]
+fn refresh_applies_on_open_connection() {
+    let mock = MockBackend::start();
+    let base = settings(&mock).client(CLIENT_ID, KEY);
+    let gateway = Gateway::start(&base.build());
+    let extra_push = format!(
+        "POST {PUSH_PATH} HTTP/1.1\r\nHost: gateway\r\nx-api-key: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+        api_key(EXTRA_CLIENT_ID, EXTRA_KEY)
+    );
+    let mut conn = Conn::connect(gateway.addr());
+
+    // Each request on the kept-alive connection is checked against the
+    // clients loaded at its own moment.
+    let steps = [
+        ("before the client is added", None, 403),
+        (
+            "after the client is added",
+            Some(base.clone().client(EXTRA_CLIENT_ID, EXTRA_KEY)),
+            404,
+        ),
+        ("after the client is removed", Some(base), 403),
+    ];
+    for (step, config, expected_status) in steps {
+        if let Some(config) = config {
+            gateway.rewrite_config(&config.build());
+            let refreshed = refresh(&gateway);
+            assert_eq!(
+                refreshed.status,
+                200,
+                "{step}: refresh body {:?}",
+                refreshed.text()
+            );
+        }
+        conn.send(extra_push.as_bytes());
+        let response = conn.read_response();
+        assert_eq!(
+            response.status,
+            expected_status,
+            "push by {EXTRA_CLIENT_ID} {step} on one connection: body {:?}",
+            response.text()
+        );
+    }
+}
+
+#[test]
 fn hide_credentials_applies_on_refresh() {
     let mock = MockBackend::start();
     let base = settings(&mock).client(CLIENT_ID, KEY);
