@@ -172,8 +172,10 @@ listening_addresses() {
 }
 
 # Succeed when the hex address from /proc/net/tcp{,6} is a loopback address:
-# 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104. IPv4 bytes are in network order
-# within each 32-bit word, which the kernel prints in host (little-endian) order.
+# 127.0.0.0/8, ::1 or ::ffff:127.0.0.0/104. The kernel prints each 32-bit
+# word of an address as a number in host byte order, so on little-endian
+# machines (x86-64, arm64) the first IPv4 byte is the last two hex digits.
+# NOTE: a big-endian machine would need the opposite digit positions.
 is_loopback_hex() {
     local address=$1
     case ${#address} in
