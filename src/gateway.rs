@@ -418,11 +418,11 @@ impl ProxyHttp for Gateway {
         format!("{} {}", header.method, header.uri.path())
     }
 
-    async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = ctx
             .local_status
             .or_else(|| session.response_written().map(|header| header.status))
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            .unwrap_or_else(|| status_without_response(error));
         let elapsed = ctx.started.elapsed();
         METRICS.observe_request(ctx.route, status, elapsed.as_secs_f64());
 
@@ -499,6 +499,17 @@ impl Gateway {
             return self.respond(session, ctx, snapshot, response).await;
         }
         Ok(false)
+    }
+}
+
+/// Picks the status to record for a request that got no response: 499
+/// (client closed the connection, as nginx records it) unless keygate failed.
+fn status_without_response(error: Option<&Error>) -> StatusCode {
+    match error {
+        Some(error) if *error.esource() != ErrorSource::Downstream => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
     }
 }
 
