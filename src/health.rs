@@ -3,8 +3,8 @@
 //! background loop that checks the current snapshot's backends.
 //!
 //! Health state lives in a pingora `HealthRegistry`. A refresh that keeps
-//! the `healthCheck` section keeps the registry, so a backend that was down
-//! stays down across the refresh until a check passes.
+//! the check (path, timeout and thresholds) keeps the registry, so a
+//! backend that was down stays down across the refresh until a check passes.
 
 use std::sync::Arc;
 use std::time::Duration;
