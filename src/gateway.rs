@@ -144,7 +144,14 @@ impl ProxyHttp for Gateway {
         ctx.snapshot = Some(Arc::clone(&snapshot));
         let settings = &snapshot.settings;
         session.set_read_timeout(Some(settings.timeouts.client_read.0));
-        session.set_keepalive(Some(settings.timeouts.client_read.0.as_secs().max(1)));
+        // Clients may send the next request before reading this response
+        // (RFC 9112 section 9.3.2); pingora drops such requests unless asked to serve them in order.
+        session.set_pipelining_enabled(true);
+
+        // The idle limit applies only where the client asked to keep the connection.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(settings.timeouts.client_read.0.as_secs().max(1)));
+        }
         ctx.request_id = self.request_id(session.req_header(), &snapshot);
 
         if head_size(session) as u64 > settings.limits.max_header_size.0 {

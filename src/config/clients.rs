@@ -106,11 +106,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
                     rate_limit = Some(map.next_value()?);
                     continue;
                 }
-                other => {
-                    return Err(de::Error::custom(format!(
-                        "unknown setting {other:?} in a client entry; an entry has clientId, key and rateLimit"
-                    )))
-                }
+                other => return Err(de::Error::custom(unknown_setting(other))),
             };
             if slot.is_some() {
                 return Err(de::Error::custom(format!(
@@ -140,6 +136,17 @@ impl<'de> Visitor<'de> for EntryVisitor {
             key,
             rate_limit: rate_limit.flatten(),
         })
+    }
+}
+
+/// Describes an unknown setting in a client entry. A long name is left out
+/// of the message: it is most likely a key pasted on the wrong line.
+fn unknown_setting(name: &str) -> String {
+    let shown = name.len() <= 24 && name.chars().all(|c| c.is_ascii_alphabetic());
+    if shown {
+        format!("unknown setting {name:?} in a client entry; an entry has clientId, key and rateLimit")
+    } else {
+        "unknown setting in a client entry (its name is not shown, as it may be a key); an entry has clientId, key and rateLimit".into()
     }
 }
 
@@ -246,10 +253,22 @@ mod tests {
         assert!(err.to_string().contains("written twice"), "{err}");
         // Errors raised for an entry point at the line where the entry starts.
         assert_eq!(err.location().map(|at| at.line()), Some(1));
-        assert!(parse("- clientId: a\n  kye: k\n")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown setting"));
+        let typo = parse("- clientId: a\n  kye: k\n").unwrap_err();
+        assert!(
+            typo.to_string().contains("unknown setting \"kye\""),
+            "{typo}"
+        );
+    }
+
+    #[test]
+    fn pasted_key_as_name_not_echoed() {
+        let pasted = "fd04de2f1e5544b2915d1a65098c490637a0715f5c9843459f05dfc298342936";
+        let err = parse(&format!("- clientId: a\n  {pasted}: 1\n")).unwrap_err();
+        assert!(err.to_string().contains("unknown setting"), "{err}");
+        assert!(
+            !err.to_string().contains(pasted),
+            "a pasted key must not be echoed: {err}"
+        );
     }
 
     #[test]
