@@ -18,6 +18,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
+use pingora::ErrorSource;
 use tracing::{info, warn};
 
 use crate::clients::DenyReason;
@@ -381,11 +382,11 @@ impl ProxyHttp for Gateway {
         format!("{} {}", header.method, header.uri.path())
     }
 
-    async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = ctx
             .local_status
             .or_else(|| session.response_written().map(|header| header.status))
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            .unwrap_or_else(|| status_without_response(error));
         let elapsed = ctx.started.elapsed();
         METRICS.observe_request(ctx.route, status, elapsed.as_secs_f64());
 
@@ -410,5 +411,16 @@ impl ProxyHttp for Gateway {
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
             );
         }
+    }
+}
+
+/// Picks the status to record for a request that got no response: 499
+/// (client closed the connection, as nginx records it) unless keygate failed.
+fn status_without_response(error: Option<&Error>) -> StatusCode {
+    match error {
+        Some(error) if *error.esource() != ErrorSource::Downstream => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
     }
 }

@@ -4,7 +4,7 @@
 //! Label values come only from fixed sets or from the config file, never
 //! from request input. Handles for the fixed label sets are resolved once.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use async_trait::async_trait;
 use http::Response;
@@ -89,6 +89,8 @@ impl ReloadTrigger {
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    /// `requests` handles by route and status code (100 to 999), filled on first use.
+    request_counters: [Box<[OnceLock<IntCounter>]>; RouteLabel::ALL.len()],
     auth_failures: [IntCounter; DenyReason::ALL.len()],
     durations: [Histogram; RouteLabel::ALL.len()],
     upstream_errors: [IntCounter; UpstreamErrorKind::ALL.len()],
@@ -219,6 +221,8 @@ impl Metrics {
             upstream_errors: UpstreamErrorKind::ALL
                 .map(|kind| upstream_errors_vec.with_label_values(&[kind.as_str()])),
             registry,
+            request_counters: RouteLabel::ALL
+                .map(|_| (100..1000).map(|_| OnceLock::new()).collect()),
             requests,
             reloads,
             last_reload_success,
@@ -232,10 +236,17 @@ impl Metrics {
 
     /// Counts one completed request and its duration.
     pub fn observe_request(&self, route: RouteLabel, status: http::StatusCode, seconds: f64) {
-        self.requests
-            .with_label_values(&[route.as_str(), status.as_str()])
-            .inc();
+        self.request_counter(route, status).inc();
         self.durations[route as usize].observe(seconds);
+    }
+
+    /// Returns the counter for one route and status, resolved once and then read without a lock.
+    fn request_counter(&self, route: RouteLabel, status: http::StatusCode) -> &IntCounter {
+        let index = usize::from(status.as_u16() - 100);
+        self.request_counters[route as usize][index].get_or_init(|| {
+            self.requests
+                .with_label_values(&[route.as_str(), status.as_str()])
+        })
     }
 
     pub fn count_auth_failure(&self, reason: DenyReason) {
