@@ -1,4 +1,4 @@
-//! How a failed request is answered: the status for each kind of failure,
+//! The response to a failed request: the status for each kind of failure,
 //! the backend error kind it counts as, and the message the client reads.
 
 use http::StatusCode;
@@ -33,7 +33,7 @@ pub fn classify_failure(error: &Error) -> (u16, Option<UpstreamErrorKind>) {
     }
 }
 
-/// Returns the message of the error body for a failure answered with `status`.
+/// Returns the message of the error body for a failure that gets `status`.
 pub fn failure_message(status: StatusCode, no_backend: bool) -> &'static str {
     match status.as_u16() {
         502 if no_backend => "no backend is healthy; try again later",

@@ -53,7 +53,7 @@ pub fn metric_value(gateway: &Gateway, series: &str) -> Option<f64> {
     })
 }
 
-/// Polls `condition` every 50 ms until it holds or `timeout` passes, and returns whether it held.
+/// Polls `condition` every 50 ms until it is true or `timeout` passes, and returns whether it became true.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
