@@ -11,7 +11,7 @@ use keygate::config::ClientEntry;
 
 fn clients(count: usize) -> Vec<ClientEntry> {
     (0..count)
-        .map(|index| ClientEntry { client_id: format!("client-{index}"), key: format!("{index:064x}") })
+        .map(|index| ClientEntry { client_id: format!("client-{index}"), key: format!("{index:064x}"), rate_limit: None })
         .collect()
 }
 

@@ -17,6 +17,7 @@ use crate::keygen;
 use crate::metrics::ReloadTrigger;
 use crate::reload::{Snapshot, SnapshotStore};
 use crate::respond::LocalResponse;
+use crate::upstream::BackendInfo;
 
 /// How long the backend may take to respond to a forwarded refresh.
 const FORWARD_REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,29 +147,36 @@ pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) ->
     }
 }
 
-/// Sends `POST <contextPath>/refresh` to the backend and logs its response status.
+/// Sends `POST <contextPath>/refresh` to every backend, since each one may
+/// read the same file, and logs each response status.
 async fn forward_refresh(snapshot: Arc<Snapshot>) {
     let path = snapshot.routes.refresh_path();
-    let result = tokio::time::timeout(FORWARD_REFRESH_TIMEOUT, post_empty(&snapshot, &path)).await;
-    match result {
-        Ok(Ok(status)) => {
-            info!(upstream = %snapshot.upstream.url, path, status, "backend responded to the forwarded refresh")
+    let sends = snapshot.balancer.backends().map(|backend| {
+        let path = path.as_str();
+        async move {
+            let result =
+                tokio::time::timeout(FORWARD_REFRESH_TIMEOUT, post_empty(&backend, path)).await;
+            match result {
+                Ok(Ok(status)) => {
+                    info!(backend = %backend.label, path, status, "backend responded to the forwarded refresh")
+                }
+                Ok(Err(err)) => {
+                    warn!(backend = %backend.label, path, error = %err, "forwarding the refresh to the backend failed")
+                }
+                Err(_) => {
+                    warn!(backend = %backend.label, path, "forwarded refresh timed out waiting for the backend")
+                }
+            }
         }
-        Ok(Err(err)) => {
-            warn!(upstream = %snapshot.upstream.url, path, error = %err, "forwarding the refresh to the backend failed")
-        }
-        Err(_) => {
-            warn!(upstream = %snapshot.upstream.url, path, "forwarded refresh timed out waiting for the backend")
-        }
-    }
+    });
+    futures::future::join_all(sends).await;
 }
 
-async fn post_empty(snapshot: &Snapshot, path: &str) -> pingora::Result<u16> {
+async fn post_empty(backend: &BackendInfo, path: &str) -> pingora::Result<u16> {
     let connector = Connector::new(None);
-    let peer = snapshot.upstream.peer();
-    let (mut session, _reused) = connector.get_http_session(&*peer).await?;
+    let (mut session, _reused) = connector.get_http_session(&backend.peer).await?;
     let mut request = RequestHeader::build(Method::POST, path.as_bytes(), Some(3))?;
-    request.insert_header(http::header::HOST, snapshot.upstream.url.host.as_str())?;
+    request.insert_header(http::header::HOST, backend.url.host.as_str())?;
     request.insert_header(http::header::CONTENT_LENGTH, "0")?;
     session.write_request_header(Box::new(request)).await?;
     session.finish_request_body().await?;
@@ -185,9 +193,16 @@ pub fn health() -> LocalResponse {
     LocalResponse::json(StatusCode::OK, &json!({"status": "UP"}))
 }
 
-/// Handles `GET .../health/readiness`: up when the backend accepts a connection.
+/// Handles `GET .../health/readiness`: up when at least one backend is
+/// healthy by its health checks or, without `healthCheck`, accepts a
+/// connection now.
 pub async fn readiness(snapshot: &Snapshot) -> LocalResponse {
-    if snapshot.upstream.is_reachable().await {
+    let ready = if snapshot.balancer.health_interval().is_some() {
+        snapshot.balancer.any_healthy()
+    } else {
+        snapshot.balancer.any_reachable().await
+    };
+    if ready {
         LocalResponse::json(StatusCode::OK, &json!({"status": "UP"}))
     } else {
         LocalResponse::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "DOWN"}))

@@ -165,14 +165,17 @@ mod tests {
             ClientEntry {
                 client_id: "karolin".into(),
                 key: KEY.into(),
+                rate_limit: None,
             },
             ClientEntry {
                 client_id: "colon".into(),
                 key: "ab:cd".into(),
+                rate_limit: None,
             },
             ClientEntry {
                 client_id: "café".into(),
                 key: "k1".into(),
+                rate_limit: None,
             },
         ])
     }
@@ -288,6 +291,7 @@ mod tests {
         let table = ClientTable::new(&[ClientEntry {
             client_id: "long".into(),
             key: key.clone(),
+            rate_limit: None,
         }]);
         assert_eq!(
             check_one(&table, encode_api_key("long", &key).as_bytes()),

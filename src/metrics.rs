@@ -12,7 +12,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::clients::DenyReason;
@@ -98,6 +98,9 @@ pub struct Metrics {
     last_reload_success: Gauge,
     allowed_clients: IntGauge,
     client_requests: IntCounterVec,
+    rate_limited: IntCounterVec,
+    backend_up: IntGaugeVec,
+    backend_requests: IntCounterVec,
 }
 
 /// The process's metrics. A gateway runs once a process, so one registry serves it.
@@ -167,6 +170,31 @@ impl Metrics {
         )
         .expect("metric definition is valid");
 
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "keygate_rate_limited_total",
+                "Requests refused with 429 by the client's rate limit, by configured clientId",
+            ),
+            &["client_id"],
+        )
+        .expect("metric definition is valid");
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                "keygate_backend_up",
+                "1 while the backend gets requests, 0 while its health checks fail",
+            ),
+            &["backend"],
+        )
+        .expect("metric definition is valid");
+        let backend_requests = IntCounterVec::new(
+            Opts::new(
+                "keygate_backend_requests_total",
+                "Requests sent to the backend over a connection that was opened or reused",
+            ),
+            &["backend"],
+        )
+        .expect("metric definition is valid");
+
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(auth_failures_vec.clone()),
@@ -176,6 +204,9 @@ impl Metrics {
             Box::new(last_reload_success.clone()),
             Box::new(allowed_clients.clone()),
             Box::new(client_requests.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(backend_up.clone()),
+            Box::new(backend_requests.clone()),
         ] {
             registry
                 .register(collector)
@@ -197,6 +228,9 @@ impl Metrics {
             last_reload_success,
             allowed_clients,
             client_requests,
+            rate_limited,
+            backend_up,
+            backend_requests,
         }
     }
 
@@ -238,6 +272,46 @@ impl Metrics {
 
     pub fn forget_all_clients(&self) {
         self.client_requests.reset();
+    }
+
+    /// Counts a request refused by the rate limit of a configured client.
+    pub fn count_rate_limited(&self, client_id: &str) {
+        self.rate_limited.with_label_values(&[client_id]).inc();
+    }
+
+    /// Shows the rate-limited count of a limited client from 0, and drops
+    /// the series of clients that are no longer limited.
+    pub fn track_rate_limited<'a>(
+        &self,
+        limited: impl Iterator<Item = &'a str>,
+        no_longer_limited: impl Iterator<Item = &'a str>,
+    ) {
+        for client_id in no_longer_limited {
+            // A series that was never created is not an error worth reporting.
+            let _ = self.rate_limited.remove_label_values(&[client_id]);
+        }
+        for client_id in limited {
+            self.rate_limited.with_label_values(&[client_id]);
+        }
+    }
+
+    /// Returns the request counter of a configured backend, to keep with the backend.
+    pub fn backend_request_counter(&self, backend: &str) -> IntCounter {
+        self.backend_requests.with_label_values(&[backend])
+    }
+
+    pub fn set_backend_up(&self, backend: &str, up: bool) {
+        self.backend_up
+            .with_label_values(&[backend])
+            .set(i64::from(up));
+    }
+
+    /// Drops the series of backends that are no longer configured.
+    pub fn forget_backends<'a>(&self, backends: impl Iterator<Item = &'a str>) {
+        for backend in backends {
+            let _ = self.backend_up.remove_label_values(&[backend]);
+            let _ = self.backend_requests.remove_label_values(&[backend]);
+        }
     }
 
     /// Records the outcome of a config reload.

@@ -8,17 +8,21 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::units::RateLimit;
+
 /// Maximum length of a clientId, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
 
 /// Keys shorter than this load with a warning; generated keys have 64 characters.
 pub const SHORT_KEY_CHARS: usize = 32;
 
-/// One configured client: its id and the key it must present.
+/// One configured client: its id, the key it must present and its own rate limit.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClientEntry {
     pub client_id: String,
     pub key: String,
+    /// `None` means `gateway.rateLimit` applies.
+    pub rate_limit: Option<RateLimit>,
 }
 
 // The key is a secret: debug output shows the clientId only.
@@ -27,6 +31,7 @@ impl fmt::Debug for ClientEntry {
         formatter
             .debug_struct("ClientEntry")
             .field("client_id", &self.client_id)
+            .field("rate_limit", &self.rate_limit)
             .finish_non_exhaustive()
     }
 }
@@ -81,16 +86,26 @@ impl<'de> Visitor<'de> for EntryVisitor {
     type Value = ClientEntry;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a client entry with clientId and key")
+        formatter.write_str("a client entry with clientId, key and an optional rateLimit")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClientEntry, A::Error> {
         let mut client_id: Option<Option<String>> = None;
         let mut key: Option<Option<String>> = None;
+        let mut rate_limit: Option<Option<RateLimit>> = None;
         while let Some(name) = map.next_key::<String>()? {
             let slot = match name.as_str() {
                 "clientId" => &mut client_id,
                 "key" => &mut key,
+                "rateLimit" if rate_limit.is_some() => {
+                    return Err(de::Error::custom(
+                        "rateLimit is written twice in one client entry",
+                    ))
+                }
+                "rateLimit" => {
+                    rate_limit = Some(map.next_value()?);
+                    continue;
+                }
                 other => return Err(de::Error::custom(unknown_setting(other))),
             };
             if slot.is_some() {
@@ -116,7 +131,11 @@ impl<'de> Visitor<'de> for EntryVisitor {
         };
         check_key(&key)
             .map_err(|reason| de::Error::custom(format!("{reason} for clientId {client_id:?}")))?;
-        Ok(ClientEntry { client_id, key })
+        Ok(ClientEntry {
+            client_id,
+            key,
+            rate_limit: rate_limit.flatten(),
+        })
     }
 }
 
@@ -125,9 +144,9 @@ impl<'de> Visitor<'de> for EntryVisitor {
 fn unknown_setting(name: &str) -> String {
     let shown = name.len() <= 24 && name.chars().all(|c| c.is_ascii_alphabetic());
     if shown {
-        format!("unknown setting {name:?} in a client entry; an entry has clientId and key")
+        format!("unknown setting {name:?} in a client entry; an entry has clientId, key and rateLimit")
     } else {
-        "unknown setting in a client entry (its name is not shown, as it may be a key); an entry has clientId and key".into()
+        "unknown setting in a client entry (its name is not shown, as it may be a key); an entry has clientId, key and rateLimit".into()
     }
 }
 
@@ -299,7 +318,39 @@ mod tests {
         let entry = ClientEntry {
             client_id: "a".into(),
             key: "secret-value".into(),
+            rate_limit: None,
         };
         assert!(!format!("{entry:?}").contains("secret-value"));
+    }
+
+    #[test]
+    fn rate_limit_read_per_entry() {
+        let entries = parse(
+            "- clientId: a\n  key: k1\n  rateLimit: 10/s\n- clientId: b\n  key: k2\n- clientId: c\n  key: k3\n  rateLimit: unlimited\n",
+        )
+        .unwrap();
+        assert_eq!(
+            entries[0].rate_limit.map(|limit| limit.to_string()),
+            Some("10/s".into())
+        );
+        assert_eq!(entries[1].rate_limit, None);
+        assert_eq!(entries[2].rate_limit, Some(RateLimit::Unlimited));
+    }
+
+    #[test]
+    fn bad_rate_limit_points_at_entry() {
+        let err =
+            parse("- clientId: a\n  key: k1\n- clientId: b\n  key: k2\n  rateLimit: 10/hour\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("invalid rate limit"), "{err}");
+        // A bad value points at the value itself.
+        assert_eq!(
+            err.location().map(|at| (at.line(), at.column())),
+            Some((5, 14)),
+            "{err}"
+        );
+        let twice =
+            parse("- clientId: a\n  key: k1\n  rateLimit: 1/s\n  rateLimit: 2/s\n").unwrap_err();
+        assert!(twice.to_string().contains("written twice"), "{twice}");
     }
 }

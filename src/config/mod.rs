@@ -5,6 +5,7 @@
 mod clients;
 mod gateway;
 mod units;
+mod upstreams;
 mod values;
 
 use std::collections::hash_map::DefaultHasher;
@@ -17,6 +18,8 @@ use serde::Deserialize;
 
 pub use clients::{check_client_id, ClientEntry};
 pub use gateway::{GatewaySettings, LogFormat, LogLevel};
+pub use units::{RateLimit, RatePeriod};
+pub use upstreams::{HealthCheckSettings, UpstreamEntry, UpstreamList};
 pub use values::{RoutePrefix, UpstreamUrl};
 
 /// The largest config file keygate reads; a bigger one is almost certainly the wrong file.
@@ -188,7 +191,7 @@ impl<'de> Visitor<'de> for FileVisitor {
                 "allowedClients" => {
                     file.allowed_clients = map.next_value()?;
                     for entry in file.allowed_clients.iter().flatten() {
-                        (&entry.client_id, &entry.key).hash(&mut hasher);
+                        (&entry.client_id, &entry.key, &entry.rate_limit).hash(&mut hasher);
                     }
                 }
                 _ => map.next_value::<serde_yaml::Value>()?.hash(&mut hasher),
