@@ -4,7 +4,12 @@
 //! The mock stores no pushIds, so every push returns 404. `POST .../refresh`
 //! returns `[]` and `GET .../health` returns `{"status":"UP"}`. It records
 //! every request except those to its report route `/_mock/requests`, which
-//! returns the records (`GET`) or clears them (`DELETE`).
+//! returns the records (`GET`) or clears them (`DELETE`), and those to its
+//! health switch `/_mock/health/NNN`.
+//!
+//! `PUT /_mock/health/NNN` makes `GET .../health` respond with status NNN
+//! (200 to 599), with `{"status":"DOWN"}` unless NNN is 2xx. A test can so
+//! fail the gateway's health checks while pushes still get through.
 //!
 //! Two request headers change the response of any request:
 //! - `x-mock-delay-ms: N` waits N ms (at most 60000) before responding.
@@ -19,6 +24,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,6 +43,10 @@ use tokio::net::TcpListener;
 
 /// Path of the report route. Requests to it are not recorded.
 pub const REPORT_PATH: &str = "/_mock/requests";
+
+/// Prefix of the health switch: `PUT /_mock/health/503` sets the status of
+/// `GET .../health`. Requests to it are not recorded.
+pub const HEALTH_SWITCH_PATH: &str = "/_mock/health/";
 
 /// Request header that delays the response by the given number of milliseconds.
 pub const DELAY_HEADER: &str = "x-mock-delay-ms";
@@ -91,15 +101,35 @@ impl ReceivedRequest {
     }
 }
 
-/// Shared list of received requests. Clones refer to the same list.
-#[derive(Clone, Debug, Default)]
+/// Shared list of received requests, and the status of the health route.
+/// Clones refer to the same list and status.
+#[derive(Clone, Debug)]
 pub struct Received {
     requests: Arc<Mutex<Vec<ReceivedRequest>>>,
+    health_status: Arc<AtomicU16>,
+}
+
+impl Default for Received {
+    fn default() -> Self {
+        Received {
+            requests: Arc::default(),
+            health_status: Arc::new(AtomicU16::new(200)),
+        }
+    }
 }
 
 impl Received {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets the status that `GET .../health` responds with.
+    pub fn set_health_status(&self, status: StatusCode) {
+        self.health_status.store(status.as_u16(), Ordering::Relaxed);
+    }
+
+    fn health_status(&self) -> StatusCode {
+        StatusCode::from_u16(self.health_status.load(Ordering::Relaxed)).unwrap_or(StatusCode::OK)
     }
 
     /// Returns a copy of the records, oldest first.
@@ -200,7 +230,7 @@ async fn handle_request(
     };
     let body_length = record.body_length;
     let body_complete = record.body_complete;
-    if path != REPORT_PATH {
+    if path != REPORT_PATH && !path.starts_with(HEALTH_SWITCH_PATH) {
         received.push(record);
     }
 
@@ -312,6 +342,9 @@ fn route(method: &Method, path: &str, received: &Received) -> Response<Full<Byte
     if path == REPORT_PATH {
         return report_response(method, received);
     }
+    if let Some(status) = path.strip_prefix(HEALTH_SWITCH_PATH) {
+        return health_switch_response(method, status, received);
+    }
     if method == Method::POST {
         if let Some(push_id) = push_id(path) {
             let message = format!("pushId '{push_id}' is not known");
@@ -323,7 +356,9 @@ fn route(method: &Method, path: &str, received: &Received) -> Response<Full<Byte
         }
     }
     if method == Method::GET && path.ends_with("/health") {
-        return json_response(StatusCode::OK, json!({ "status": "UP" }).to_string());
+        let status = received.health_status();
+        let state = if status.is_success() { "UP" } else { "DOWN" };
+        return json_response(status, json!({ "status": state }).to_string());
     }
     let message = format!("path '{path}' is not known");
     error_response(StatusCode::NOT_FOUND, &message)
@@ -356,6 +391,33 @@ fn report_response(method: &Method, received: &Received) -> Response<Full<Bytes>
                 header::HeaderValue::from_static("GET, DELETE"),
             );
             response
+        }
+    }
+}
+
+fn health_switch_response(
+    method: &Method,
+    status: &str,
+    received: &Received,
+) -> Response<Full<Bytes>> {
+    if method != Method::PUT {
+        let message = format!("{HEALTH_SWITCH_PATH}NNN supports only PUT");
+        let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, &message);
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("PUT"));
+        return response;
+    }
+    match status.parse::<u16>() {
+        Ok(code @ 200..=599) => {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+            received.set_health_status(status);
+            json_response(StatusCode::OK, json!({ "healthStatus": code }).to_string())
+        }
+        _ => {
+            let message =
+                format!("the health status must be a status code from 200 to 599, got '{status}'");
+            error_response(StatusCode::BAD_REQUEST, &message)
         }
     }
 }

@@ -45,6 +45,8 @@ require_command make build-essential
 require_command cmake cmake
 require_command pkg-config pkg-config
 require_command curl curl
+# scripts/check-test-logs.py reads the test logs for leaked keys.
+require_command python3 python3
 
 # ca-certificates ships no command, so look for the bundle it installs.
 ca_bundle=/etc/ssl/certs/ca-certificates.crt

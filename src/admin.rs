@@ -188,9 +188,16 @@ pub fn health() -> LocalResponse {
     LocalResponse::json(StatusCode::OK, &json!({"status": "UP"}))
 }
 
-/// Handles `GET .../health/readiness`: up when the backend accepts a connection.
+/// Handles `GET .../health/readiness`: up when at least one backend is
+/// healthy by its health checks or, without `healthCheck`, accepts a
+/// connection now.
 pub async fn readiness(snapshot: &Snapshot) -> LocalResponse {
-    if snapshot.upstream.is_reachable().await {
+    let ready = if snapshot.balancer.health_interval().is_some() {
+        snapshot.balancer.any_healthy()
+    } else {
+        snapshot.balancer.any_reachable().await
+    };
+    if ready {
         LocalResponse::json(StatusCode::OK, &json!({"status": "UP"}))
     } else {
         LocalResponse::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "DOWN"}))

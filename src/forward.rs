@@ -63,14 +63,18 @@ pub fn prepare_request(
     }
 
     if let Some(ip) = peer_ip {
-        let forwarded_for = match request
+        // Repeated fields form one list (RFC 9110 section 5.3), so every earlier hop is kept.
+        let mut hops: Vec<&str> = request
             .headers
-            .get(X_FORWARDED_FOR)
-            .map(|value| value.to_str())
-        {
-            Some(Ok(earlier)) if !earlier.trim().is_empty() => format!("{earlier}, {ip}"),
-            _ => ip.to_string(),
-        };
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+            .collect();
+        let peer = ip.to_string();
+        hops.push(&peer);
+        let forwarded_for = hops.join(", ");
         request.insert_header(X_FORWARDED_FOR, forwarded_for)?;
     }
     request.insert_header(X_FORWARDED_PROTO, "http")?;

@@ -1,5 +1,10 @@
 //! The pingora `ProxyHttp` service: route each request, serve admin and
-//! health routes, check the key of everything else, and forward what passes.
+//! health routes, check the key of everything else, and forward what passes
+//! to the backend the balancer picks.
+
+mod local;
+
+use local::AdminRoute;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,21 +16,19 @@ use bytes::Bytes;
 use http::StatusCode;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::protocols::Digest;
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::ErrorSource;
 use tracing::{info, warn};
 
 use crate::clients::DenyReason;
+use crate::failure::{classify_failure, failure_message};
 use crate::forward;
-use crate::logging::AUTH_FAILURE_LOG;
-use crate::metrics::{RouteLabel, UpstreamErrorKind, METRICS};
+use crate::metrics::{RouteLabel, METRICS};
 use crate::reload::{Snapshot, SnapshotStore};
-use crate::respond::{self, LocalResponse, FORBIDDEN_BODY};
+use crate::respond::LocalResponse;
 use crate::routes::Route;
-
-mod local_routes;
-
-use local_routes::AdminRoute;
+use crate::upstream::BackendInfo;
 
 /// Maximum length of a request id kept from a client; a longer or odd one is replaced.
 const MAX_REQUEST_ID_BYTES: usize = 128;
@@ -49,6 +52,14 @@ pub struct RequestCtx {
     /// The status of a response keygate wrote itself.
     local_status: Option<StatusCode>,
     body_bytes: u64,
+    /// The backend of the current attempt.
+    backend: Option<Arc<BackendInfo>>,
+    /// The backend chosen for the retry after a failed connect.
+    retry_backend: Option<Arc<BackendInfo>>,
+    /// Set once a failed connect was retried, so a request is retried at most once.
+    connect_retried: bool,
+    /// Set when no backend was healthy.
+    no_backend: bool,
 }
 
 impl Gateway {
@@ -80,55 +91,6 @@ impl Gateway {
         let count = self.request_counter.fetch_add(1, Ordering::Relaxed);
         format!("{:016x}{count:016x}", self.request_id_prefix)
     }
-
-    /// Sends a local response and records its status for metrics and the access log.
-    async fn respond(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        snapshot: &Snapshot,
-        response: LocalResponse,
-    ) -> Result<bool> {
-        ctx.local_status = Some(response.status);
-        respond::send(session, &snapshot.settings, &ctx.request_id, response).await?;
-        Ok(true)
-    }
-
-    async fn deny(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        snapshot: &Snapshot,
-        reason: DenyReason,
-    ) -> Result<bool> {
-        METRICS.count_auth_failure(reason);
-        ctx.deny_reason = Some(reason);
-        let (admitted, held_back) = AUTH_FAILURE_LOG.admit();
-        if held_back > 0 {
-            warn!(
-                lines = held_back,
-                "auth failure log lines held back by the rate limit"
-            );
-        }
-        if admitted {
-            let header = session.req_header();
-            warn!(
-                reason = reason.as_str(),
-                peer = %peer_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-                method = %header.method,
-                path = header.uri.path(),
-                request_id = %ctx.request_id,
-                "request refused by the key check"
-            );
-        }
-        let response = LocalResponse {
-            status: StatusCode::FORBIDDEN,
-            content_type: "application/json",
-            body: Bytes::from_static(FORBIDDEN_BODY.as_bytes()),
-            headers: Vec::new(),
-        };
-        self.respond(session, ctx, snapshot, response).await
-    }
 }
 
 /// Returns the client's IP address, with IPv4-mapped IPv6 addresses read as IPv4.
@@ -137,17 +99,6 @@ fn peer_ip(session: &Session) -> Option<IpAddr> {
         .client_addr()
         .and_then(|addr| addr.as_inet())
         .map(|addr| addr.ip().to_canonical())
-}
-
-fn declared_body_length(header: &RequestHeader) -> Option<u64> {
-    header
-        .headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 fn head_size(session: &Session) -> usize {
@@ -179,6 +130,10 @@ impl ProxyHttp for Gateway {
             deny_reason: None,
             local_status: None,
             body_bytes: 0,
+            backend: None,
+            retry_backend: None,
+            connect_retried: false,
+            no_backend: false,
         }
     }
 
@@ -244,15 +199,74 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Picks the backend: the retry choice after a failed connect, else the
+    /// next healthy backend in weighted round-robin order. With no healthy
+    /// backend the request fails at once with 502.
     async fn upstream_peer(
         &self,
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        match &ctx.snapshot {
-            Some(snapshot) => Ok(snapshot.upstream.peer()),
-            None => Error::e_explain(InternalError, "no snapshot for this request"),
+        let Some(snapshot) = &ctx.snapshot else {
+            return Error::e_explain(InternalError, "no snapshot for this request");
+        };
+        let chosen = ctx
+            .retry_backend
+            .take()
+            .or_else(|| snapshot.balancer.select());
+        let Some(backend) = chosen else {
+            ctx.no_backend = true;
+            return Error::e_explain(HTTPStatus(502), "no backend is healthy");
+        };
+        let peer = Box::new(backend.peer.clone());
+        ctx.backend = Some(backend);
+        Ok(peer)
+    }
+
+    /// Marks a failed connect for one retry on another healthy backend. The
+    /// request has not reached any backend yet, so the retry cannot send it twice.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut error: Box<Error>,
+    ) -> Box<Error> {
+        if ctx.connect_retried {
+            return error;
         }
+        let (Some(snapshot), Some(failed)) = (&ctx.snapshot, &ctx.backend) else {
+            return error;
+        };
+        let Some(next) = snapshot.balancer.select_other(failed.addr) else {
+            return error;
+        };
+        let (_, kind) = classify_failure(&error);
+        if let Some(kind) = kind {
+            METRICS.count_upstream_error(kind);
+        }
+        warn!(backend = %failed.label, retry_backend = %next.label, error = %error, request_id = %ctx.request_id, "connecting to the backend failed; retrying on another backend");
+        ctx.connect_retried = true;
+        ctx.retry_backend = Some(next);
+        error.set_retry(true);
+        error
+    }
+
+    /// Counts the request for the backend it is about to be sent to.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(backend) = &ctx.backend {
+            backend.requests.inc();
+        }
+        Ok(())
     }
 
     /// Sets identity and forwarding headers and drops hop-by-hop ones.
@@ -320,12 +334,8 @@ impl ProxyHttp for Gateway {
         let (status, kind) = classify_failure(error);
         if let Some(kind) = kind {
             METRICS.count_upstream_error(kind);
-            let upstream = ctx
-                .snapshot
-                .as_ref()
-                .map(|snapshot| snapshot.upstream.url.to_string())
-                .unwrap_or_default();
-            warn!(kind = kind.as_str(), upstream, status, error = %error, request_id = %ctx.request_id, "backend request failed");
+            let backend = ctx.backend.as_ref().map_or("-", |backend| &*backend.label);
+            warn!(kind = kind.as_str(), backend, status, error = %error, request_id = %ctx.request_id, "backend request failed");
         } else if status >= 500 {
             warn!(status, error = %error, request_id = %ctx.request_id, "request failed");
         }
@@ -333,12 +343,7 @@ impl ProxyHttp for Gateway {
         if let (Some(code), Some(snapshot), None) =
             (code, ctx.snapshot.clone(), session.response_written())
         {
-            let message = match status {
-                413 => "the request body is larger than the gateway accepts",
-                502 => "the backend could not be reached or broke the connection",
-                504 => "the backend did not respond in time",
-                _ => code.canonical_reason().unwrap_or("error"),
-            };
+            let message = failure_message(code, ctx.no_backend);
             session.set_keepalive(None);
             if let Err(err) = self
                 .respond(session, ctx, &snapshot, LocalResponse::error(code, message))
@@ -358,17 +363,30 @@ impl ProxyHttp for Gateway {
         true
     }
 
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &RequestCtx,
+        _error: &Error,
+        _context: ProxyWarnLogContext,
+    ) -> bool {
+        // fail_to_connect logs each retry it starts with its request id and
+        // both backends. pingora's line stays for its own retries on pooled
+        // connections.
+        ctx.retry_backend.is_some()
+    }
+
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
         // Method and path only: pingora's own summary adds the Host header, and the query may carry anything.
         let header = session.req_header();
         format!("{} {}", header.method, header.uri.path())
     }
 
-    async fn logging(&self, session: &mut Session, _error: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = ctx
             .local_status
             .or_else(|| session.response_written().map(|header| header.status))
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            .unwrap_or_else(|| status_without_response(error));
         let elapsed = ctx.started.elapsed();
         METRICS.observe_request(ctx.route, status, elapsed.as_secs_f64());
 
@@ -396,60 +414,13 @@ impl ProxyHttp for Gateway {
     }
 }
 
-impl Gateway {
-    /// Checks a request for the backend: key, then declared body size.
-    async fn check(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        snapshot: &Arc<Snapshot>,
-    ) -> Result<bool> {
-        ctx.route = RouteLabel::Proxy;
-        let limits = &snapshot.settings.limits;
-        let values = session.req_header().headers.get_all("x-api-key");
-        match snapshot
-            .clients
-            .check(values.iter().map(|value| value.as_bytes()))
-        {
-            Ok(client_id) => ctx.client_id = Some(Arc::clone(client_id)),
-            Err(reason) => return self.deny(session, ctx, snapshot, reason).await,
+/// Picks the status to record for a request that got no response: 499
+/// (client closed the connection, as nginx records it) unless keygate failed.
+fn status_without_response(error: Option<&Error>) -> StatusCode {
+    match error {
+        Some(error) if *error.esource() != ErrorSource::Downstream => {
+            StatusCode::INTERNAL_SERVER_ERROR
         }
-
-        if declared_body_length(session.req_header())
-            .is_some_and(|length| length > limits.max_body_size.0)
-        {
-            let response = LocalResponse::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is larger than the gateway accepts",
-            );
-            return self.respond(session, ctx, snapshot, response).await;
-        }
-        Ok(false)
-    }
-}
-
-/// Maps a failure to the status to respond with, and the backend error kind when the backend failed.
-fn classify_failure(error: &Error) -> (u16, Option<UpstreamErrorKind>) {
-    if let HTTPStatus(code) = error.etype() {
-        return (*code, None);
-    }
-    match error.esource() {
-        ErrorSource::Upstream => match error.etype() {
-            ConnectTimedout | ReadTimedout | WriteTimedout => {
-                (504, Some(UpstreamErrorKind::Timeout))
-            }
-            ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
-            | TLSHandshakeFailure => (502, Some(UpstreamErrorKind::Connect)),
-            ConnectionClosed | ReadError | WriteError | H2Error | InvalidHTTPHeader => {
-                (502, Some(UpstreamErrorKind::Reset))
-            }
-            _ => (502, Some(UpstreamErrorKind::Other)),
-        },
-        ErrorSource::Downstream => match error.etype() {
-            // The client is gone or stalled, so no response can reach it.
-            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => (0, None),
-            _ => (400, None),
-        },
-        ErrorSource::Internal | ErrorSource::Unset => (500, None),
+        _ => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
     }
 }

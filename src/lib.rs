@@ -2,21 +2,27 @@
 //!
 //! A request flows one way: [`routes`] classifies its path, [`gateway`]
 //! serves admin and health routes through [`admin`] or checks the key
-//! against the [`clients`] table of the current [`reload`] snapshot, and
-//! [`forward`] prepares what passes for the backend ([`upstream`]). A config
-//! file flows the other way: [`config`] parses and checks it, [`reload`]
-//! builds a snapshot and swaps it in, when the refresh route, a change of the
-//! file or SIGHUP ([`watch`]) asks for it.
+//! against the [`clients`] table of the current [`reload`] snapshot and the
+//! client's [`ratelimit`], and [`forward`] prepares what passes for the
+//! backend that the [`balancer`] picks among the [`upstream`] backends that
+//! pass their [`health`] checks. A config file flows the other way:
+//! [`config`] parses and checks it, [`reload`] builds a snapshot and swaps
+//! it in, when the refresh route, a change of the file or SIGHUP
+//! ([`watch`]) asks for it.
 
 pub mod admin;
 pub mod admin_access;
+pub mod balancer;
 pub mod clients;
 pub mod config;
+pub mod failure;
 pub mod forward;
 pub mod gateway;
+pub mod health;
 pub mod keygen;
 pub mod logging;
 pub mod metrics;
+pub mod ratelimit;
 pub mod reload;
 pub mod reload_actions;
 pub mod respond;

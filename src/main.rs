@@ -66,7 +66,7 @@ fn main() -> ExitCode {
 
 fn run(config_path: PathBuf) -> ExitCode {
     // 1. Load and check the config; nothing starts unless it passes.
-    let (snapshot, warnings) = match reload::load_snapshot(&config_path) {
+    let (snapshot, warnings) = match reload::load_snapshot(&config_path, None) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("keygate: invalid config: {err}");
@@ -112,6 +112,14 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
     println!("  contextPath:    {}", settings.context_path);
     println!("  uriBase:        {}", settings.uri_base);
     println!("  upstream:       {}", settings.upstream);
+    match &settings.health_check {
+        Some(check) => println!("  healthCheck:    every {}", check.interval),
+        None => println!("  healthCheck:    off"),
+    }
+    match settings.rate_limit {
+        Some(limit) => println!("  rateLimit:      {limit} for clients without their own"),
+        None => println!("  rateLimit:      none for clients without their own"),
+    }
     println!(
         "  metrics:        http://{}/metrics",
         settings.metrics.listen.0

@@ -4,7 +4,7 @@
 //! Label values come only from fixed sets or from the config file, never
 //! from request input. Handles for the fixed label sets are resolved once.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use async_trait::async_trait;
 use http::Response;
@@ -12,7 +12,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::clients::DenyReason;
@@ -96,6 +96,8 @@ impl ReloadTrigger {
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    /// `requests` handles by route and status code (100 to 999), filled on first use.
+    request_counters: [Box<[OnceLock<IntCounter>]>; RouteLabel::ALL.len()],
     auth_failures: [IntCounter; DenyReason::ALL.len()],
     durations: [Histogram; RouteLabel::ALL.len()],
     upstream_errors: [IntCounter; UpstreamErrorKind::ALL.len()],
@@ -103,6 +105,9 @@ pub struct Metrics {
     last_reload_success: Gauge,
     allowed_clients: IntGauge,
     client_requests: IntCounterVec,
+    rate_limited: IntCounterVec,
+    backend_up: IntGaugeVec,
+    backend_requests: IntCounterVec,
 }
 
 /// The process's metrics. A gateway runs once a process, so one registry serves it.
@@ -172,6 +177,31 @@ impl Metrics {
         )
         .expect("metric definition is valid");
 
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "keygate_rate_limited_total",
+                "Requests refused with 429 by the client's rate limit, by configured clientId",
+            ),
+            &["client_id"],
+        )
+        .expect("metric definition is valid");
+        let backend_up = IntGaugeVec::new(
+            Opts::new(
+                "keygate_backend_up",
+                "1 while the backend gets requests, 0 while its health checks fail",
+            ),
+            &["backend"],
+        )
+        .expect("metric definition is valid");
+        let backend_requests = IntCounterVec::new(
+            Opts::new(
+                "keygate_backend_requests_total",
+                "Requests sent to the backend over a connection that was opened or reused",
+            ),
+            &["backend"],
+        )
+        .expect("metric definition is valid");
+
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(auth_failures_vec.clone()),
@@ -181,6 +211,9 @@ impl Metrics {
             Box::new(last_reload_success.clone()),
             Box::new(allowed_clients.clone()),
             Box::new(client_requests.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(backend_up.clone()),
+            Box::new(backend_requests.clone()),
         ] {
             registry
                 .register(collector)
@@ -195,20 +228,32 @@ impl Metrics {
             upstream_errors: UpstreamErrorKind::ALL
                 .map(|kind| upstream_errors_vec.with_label_values(&[kind.as_str()])),
             registry,
+            request_counters: RouteLabel::ALL
+                .map(|_| (100..1000).map(|_| OnceLock::new()).collect()),
             requests,
             reloads,
             last_reload_success,
             allowed_clients,
             client_requests,
+            rate_limited,
+            backend_up,
+            backend_requests,
         }
     }
 
     /// Counts one completed request and its duration.
     pub fn observe_request(&self, route: RouteLabel, status: http::StatusCode, seconds: f64) {
-        self.requests
-            .with_label_values(&[route.as_str(), status.as_str()])
-            .inc();
+        self.request_counter(route, status).inc();
         self.durations[route as usize].observe(seconds);
+    }
+
+    /// Returns the counter for one route and status, resolved once and then read without a lock.
+    fn request_counter(&self, route: RouteLabel, status: http::StatusCode) -> &IntCounter {
+        let index = usize::from(status.as_u16() - 100);
+        self.request_counters[route as usize][index].get_or_init(|| {
+            self.requests
+                .with_label_values(&[route.as_str(), status.as_str()])
+        })
     }
 
     pub fn count_auth_failure(&self, reason: DenyReason) {
@@ -234,6 +279,46 @@ impl Metrics {
 
     pub fn forget_all_clients(&self) {
         self.client_requests.reset();
+    }
+
+    /// Counts a request refused by the rate limit of a configured client.
+    pub fn count_rate_limited(&self, client_id: &str) {
+        self.rate_limited.with_label_values(&[client_id]).inc();
+    }
+
+    /// Shows the rate-limited count of a limited client from 0, and drops
+    /// the series of clients that are no longer limited.
+    pub fn track_rate_limited<'a>(
+        &self,
+        limited: impl Iterator<Item = &'a str>,
+        no_longer_limited: impl Iterator<Item = &'a str>,
+    ) {
+        for client_id in no_longer_limited {
+            // A series that was never created is not an error worth reporting.
+            let _ = self.rate_limited.remove_label_values(&[client_id]);
+        }
+        for client_id in limited {
+            self.rate_limited.with_label_values(&[client_id]);
+        }
+    }
+
+    /// Returns the request counter of a configured backend, to keep with the backend.
+    pub fn backend_request_counter(&self, backend: &str) -> IntCounter {
+        self.backend_requests.with_label_values(&[backend])
+    }
+
+    pub fn set_backend_up(&self, backend: &str, up: bool) {
+        self.backend_up
+            .with_label_values(&[backend])
+            .set(i64::from(up));
+    }
+
+    /// Drops the series of backends that are no longer configured.
+    pub fn forget_backends<'a>(&self, backends: impl Iterator<Item = &'a str>) {
+        for backend in backends {
+            let _ = self.backend_up.remove_label_values(&[backend]);
+            let _ = self.backend_requests.remove_label_values(&[backend]);
+        }
     }
 
     /// Records the outcome of a config reload.

@@ -9,17 +9,19 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Guard};
 use tracing::{info, warn};
 
+use crate::balancer::Balancer;
 use crate::clients::ClientTable;
 use crate::config::{self, Config, ConfigError, GatewaySettings};
 use crate::metrics::{ReloadTrigger, METRICS};
+use crate::ratelimit::RateLimits;
 use crate::routes::Routes;
-use crate::upstream::Upstream;
 
 /// Everything a request reads, loaded as one unit so a request never reads half a config.
 pub struct Snapshot {
     pub settings: GatewaySettings,
     pub clients: ClientTable,
-    pub upstream: Arc<Upstream>,
+    pub rate_limits: RateLimits,
+    pub balancer: Arc<Balancer>,
     pub routes: Routes,
     /// Each top-level key of the file with a fingerprint of its value.
     top_level: Vec<(String, u64)>,
@@ -47,20 +49,29 @@ pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
     /// Held for a whole reload so that reloads never interleave.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Wakes the health check loop after a reload, so new backends are checked at once.
+    reloaded: tokio::sync::Notify,
 }
 
 impl Snapshot {
-    /// Builds a snapshot from a checked config. Blocks: it hashes every key and looks up the upstream host.
+    /// Builds a snapshot from a checked config. Blocks: it hashes every key
+    /// and looks up the upstream hosts. State that outlives a refresh (backend
+    /// health, rate-limit buckets) is taken over from `previous`.
     ///
     /// # Errors
     ///
-    /// The upstream host does not resolve.
-    pub fn build(config: Config) -> Result<Self, String> {
-        let upstream = Upstream::resolve(&config.gateway)?;
+    /// An upstream host does not resolve, or two resolve to one address.
+    pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Self, String> {
+        let balancer = Balancer::build(&config.gateway, previous.map(|old| &*old.balancer))?;
+        let mut rate_limits = RateLimits::new(&config.clients, config.gateway.rate_limit);
+        if let Some(old) = previous {
+            rate_limits.keep_state_from(&old.rate_limits);
+        }
         Ok(Snapshot {
             clients: ClientTable::new(&config.clients),
+            rate_limits,
             routes: Routes::new(&config.gateway),
-            upstream: Arc::new(upstream),
+            balancer: Arc::new(balancer),
             settings: config.gateway,
             top_level: config.top_level,
             source_digest: config.source_digest,
@@ -68,19 +79,23 @@ impl Snapshot {
     }
 }
 
-/// Reads, checks and builds a snapshot from `path`. Blocks.
+/// Reads, checks and builds a snapshot from `path`, taking state over from
+/// `previous` (see [`Snapshot::build`]). Blocks.
 ///
 /// # Errors
 ///
-/// The file is unreadable, invalid, or its upstream host does not resolve.
-pub fn load_snapshot(path: &Path) -> Result<(Snapshot, Vec<String>), ConfigError> {
+/// The file is unreadable or invalid, or an upstream host does not resolve.
+pub fn load_snapshot(
+    path: &Path,
+    previous: Option<&Snapshot>,
+) -> Result<(Snapshot, Vec<String>), ConfigError> {
     let config = config::load(path)?;
     let warnings = config.warnings.clone();
-    let snapshot = Snapshot::build(config).map_err(|message| ConfigError {
+    let snapshot = Snapshot::build(config, previous).map_err(|message| ConfigError {
         file: path.to_path_buf(),
         line: None,
         column: None,
-        message: format!("gateway.upstream: {message}"),
+        message,
     })?;
     Ok((snapshot, warnings))
 }
@@ -88,16 +103,24 @@ pub fn load_snapshot(path: &Path) -> Result<(Snapshot, Vec<String>), ConfigError
 impl SnapshotStore {
     pub fn new(path: PathBuf, snapshot: Snapshot) -> Self {
         METRICS.record_load(snapshot.clients.len());
+        METRICS.track_rate_limited(snapshot.rate_limits.limited_clients(), std::iter::empty());
+        snapshot.balancer.publish_backend_up();
         SnapshotStore {
             path,
             current: ArcSwap::from_pointee(snapshot),
             reload_lock: tokio::sync::Mutex::new(()),
+            reloaded: tokio::sync::Notify::new(),
         }
     }
 
     /// Returns the path of the config file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Waits until the next successful reload.
+    pub async fn reloaded(&self) {
+        self.reloaded.notified().await;
     }
 
     /// Returns the snapshot in force now. Loading it takes no lock, so a reload never blocks it.
@@ -119,7 +142,8 @@ impl SnapshotStore {
         let _serialised = self.reload_lock.lock().await;
 
         let path = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&path))
+        let previous = self.current.load_full();
+        let loaded = tokio::task::spawn_blocking(move || load_snapshot(&path, Some(&previous)))
             .await
             .unwrap_or_else(|err| {
                 Err(ConfigError {
@@ -145,6 +169,8 @@ impl SnapshotStore {
         apply_live_settings(&old, &snapshot);
         let clients = snapshot.clients.len();
         self.current.store(Arc::new(snapshot));
+        // One stored permit is enough: the loop checks the snapshot in force when it wakes.
+        self.reloaded.notify_one();
         METRICS.record_reload(trigger, true, clients);
         Ok(report)
     }
@@ -212,6 +238,26 @@ fn apply_live_settings(old: &Snapshot, new: &Snapshot) {
                 .filter(|id| !new.clients.contains(id)),
         );
     }
+    let new_backends: Vec<Arc<str>> = new
+        .balancer
+        .backends()
+        .map(|info| Arc::clone(&info.label))
+        .collect();
+    let removed_backends: Vec<Arc<str>> = old
+        .balancer
+        .backends()
+        .map(|info| Arc::clone(&info.label))
+        .filter(|label| !new_backends.contains(label))
+        .collect();
+    METRICS.forget_backends(removed_backends.iter().map(|label| &**label));
+    new.balancer.publish_backend_up();
+    METRICS.track_rate_limited(
+        new.rate_limits.limited_clients(),
+        old.rate_limits
+            .limited_clients()
+            .filter(|id| new.rate_limits.limit_of(id).is_none()),
+    );
+
     if new.clients.len() == 0 {
         warn!("the new config allows no client; every keyed request gets 403");
     }

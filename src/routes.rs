@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 
 use percent_encoding::percent_decode;
+use smallvec::SmallVec;
 
 use crate::config::GatewaySettings;
 
@@ -71,7 +72,8 @@ impl Routes {
             };
         }
 
-        let mut segments = Vec::with_capacity(8);
+        // Paths of up to 8 segments, the usual case, are classified without allocating.
+        let mut segments: SmallVec<[(Cow<'_, [u8]>, bool); 8]> = SmallVec::new();
         for raw in path.split('/').filter(|segment| !segment.is_empty()) {
             let (name, has_parameter) = match raw.split_once(';') {
                 Some((name, _)) => (name, true),
@@ -105,7 +107,7 @@ impl Routes {
         }
 
         let rest = &segments[context_length..];
-        let words: Vec<&[u8]> = rest.iter().map(|(segment, _)| &**segment).collect();
+        let words: SmallVec<[&[u8]; 8]> = rest.iter().map(|(segment, _)| &**segment).collect();
         match words.as_slice() {
             [b"refresh"] => return Route::Refresh,
             [b"health"] => return Route::Health,
@@ -120,9 +122,8 @@ impl Routes {
                 .zip(&words)
                 .all(|(want, got)| want.as_bytes() == *got)
         {
-            let mut ids = segments.into_iter().skip(context_length + base_length);
-            return match (ids.next(), ids.next()) {
-                (Some((id, _)), None) => Route::GenerateClient(Some(id.into_owned())),
+            return match &rest[base_length..] {
+                [(id, _)] => Route::GenerateClient(Some(id.to_vec())),
                 _ => Route::GenerateClient(None),
             };
         }

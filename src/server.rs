@@ -1,6 +1,7 @@
 //! Builds the pingora server from a checked config: the gateway service on
-//! every listen address, the metrics listener, the background lookup of the
-//! upstream host, and the service that reloads on SIGHUP and file changes.
+//! every listen address, the metrics listener, the background lookup and
+//! health checks of the upstream backends, and the service that reloads on
+//! SIGHUP and file changes.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use pingora::services::listening::Service;
 use tracing::info;
 
 use crate::gateway::Gateway;
+use crate::health::HealthCheckService;
 use crate::metrics::MetricsApp;
 use crate::reload::{Snapshot, SnapshotStore};
 use crate::upstream::ResolverService;
@@ -43,7 +45,8 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) {
     conf.threads = settings.threads.resolve();
     conf.grace_period_seconds = Some(0);
     conf.graceful_shutdown_timeout_seconds = Some(GRACEFUL_SHUTDOWN_SECONDS);
-    // One more try only for idempotent requests on a pooled connection the backend had closed.
+    // One more try: on another backend after a failed connect, or for an
+    // idempotent request on a pooled connection the backend had closed.
     conf.max_retries = 2;
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -73,6 +76,12 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) {
             store: Arc::clone(&store),
         }),
     );
+    let health = GenBackgroundService::new(
+        "keygate health checks".to_string(),
+        Arc::new(HealthCheckService {
+            store: Arc::clone(&store),
+        }),
+    );
     let reloader = GenBackgroundService::new(
         "keygate reload".to_string(),
         Arc::new(ReloadService::new(store)),
@@ -83,6 +92,7 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) {
     server.add_service(proxy).add_dependency(&reloader);
     server.add_service(metrics);
     server.add_service(resolver);
+    server.add_service(health);
     info!(threads = settings.threads.resolve(), upstream = %settings.upstream, "gateway started");
     server.run(RunArgs::default());
     info!("gateway stopped");

@@ -1,5 +1,6 @@
-//! The backend: its address, resolved when the config loads and again in the
-//! background (never on the request path), and the pingora peer built from it.
+//! The backends' addresses: each configured URL resolved when the config
+//! loads and again in the background (never on the request path), and the
+//! pingora peer built for each address.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -7,97 +8,138 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use pingora::lb::health_check::HttpHealthCheck;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::HttpPeer;
+use prometheus::IntCounter;
 use tracing::{info, warn};
 
-use crate::config::{GatewaySettings, UpstreamUrl};
+use crate::config::{GatewaySettings, UpstreamEntry, UpstreamUrl};
+use crate::health::HealthPlan;
+use crate::metrics::METRICS;
 use crate::reload::SnapshotStore;
 
 /// How often upstream host names are looked up again, so a backend that
 /// restarts with a new address is found.
 const RE_RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// The backend of one snapshot.
-pub struct Upstream {
+/// One configured backend and the address it resolved to last.
+pub struct UpstreamTarget {
     pub url: UpstreamUrl,
-    /// The address and a ready peer with the snapshot's timeouts; replaced when the address changes.
-    target: ArcSwap<Target>,
-    timeouts: PeerTimeouts,
+    pub weight: u16,
+    current: ArcSwap<BackendInfo>,
 }
 
-struct Target {
-    addr: SocketAddr,
-    peer: HttpPeer,
+/// One backend at one address: what a request or a health check needs to reach it.
+pub struct BackendInfo {
+    /// The configured URL, the `backend` label of metrics and log lines.
+    pub label: Arc<str>,
+    pub url: UpstreamUrl,
+    pub addr: SocketAddr,
+    /// A ready peer with the snapshot's timeouts.
+    pub peer: HttpPeer,
+    /// The health check request for this backend, when `healthCheck` is set.
+    pub probe: Option<HttpHealthCheck>,
+    /// `keygate_backend_requests_total` of this backend.
+    pub requests: IntCounter,
 }
 
+/// The connection timeouts of one snapshot's backend peers.
 #[derive(Clone, Copy)]
-struct PeerTimeouts {
+pub struct PeerTimeouts {
     connect: Duration,
     read: Duration,
     write: Duration,
     idle: Duration,
 }
 
-impl Upstream {
+impl PeerTimeouts {
+    pub fn new(settings: &GatewaySettings) -> Self {
+        PeerTimeouts {
+            connect: settings.timeouts.connect.0,
+            read: settings.timeouts.read.0,
+            write: settings.timeouts.write.0,
+            idle: settings.timeouts.upstream_idle.0,
+        }
+    }
+
+    pub fn connect(&self) -> Duration {
+        self.connect
+    }
+}
+
+impl UpstreamTarget {
     /// Resolves the backend's host and builds its peer. Blocks on name lookup.
     ///
     /// # Errors
     ///
     /// The host name does not resolve.
-    pub fn resolve(settings: &GatewaySettings) -> Result<Self, String> {
-        let url = settings.upstream.clone();
-        let timeouts = PeerTimeouts {
-            connect: settings.timeouts.connect.0,
-            read: settings.timeouts.read.0,
-            write: settings.timeouts.write.0,
-            idle: settings.timeouts.upstream_idle.0,
-        };
-        let addr = lookup(&url)?;
-        let target = ArcSwap::from_pointee(build_target(addr, &url, timeouts));
-        Ok(Upstream {
-            url,
-            target,
-            timeouts,
+    pub fn resolve(
+        entry: &UpstreamEntry,
+        timeouts: PeerTimeouts,
+        plan: Option<&HealthPlan>,
+    ) -> Result<Self, String> {
+        let addr = lookup(&entry.url)?;
+        let info = BackendInfo::new(&entry.url, addr, timeouts, plan);
+        Ok(UpstreamTarget {
+            url: entry.url.clone(),
+            weight: entry.weight,
+            current: ArcSwap::from_pointee(info),
         })
     }
 
-    /// Returns the current backend address.
-    pub fn addr(&self) -> SocketAddr {
-        self.target.load().addr
+    /// Returns the backend at its current address.
+    pub fn current(&self) -> Arc<BackendInfo> {
+        self.current.load_full()
     }
 
-    /// Builds the peer for one forwarded request.
-    pub fn peer(&self) -> Box<HttpPeer> {
-        Box::new(self.target.load().peer.clone())
-    }
-
-    /// Looks the host up again and switches to the new address if it moved. Blocks.
-    fn re_resolve(&self) {
+    /// Looks the host up again and returns the new address if it moved. Blocks.
+    pub fn lookup_again(&self) -> Option<SocketAddr> {
         if self.url.host.parse::<std::net::IpAddr>().is_ok() {
-            return;
+            return None;
         }
+        let old = self.current.load().addr;
         match lookup(&self.url) {
-            Ok(addr) if addr != self.addr() => {
-                info!(upstream = %self.url, old = %self.addr(), new = %addr, "upstream address changed");
-                self.target
-                    .store(Arc::new(build_target(addr, &self.url, self.timeouts)));
-            }
-            Ok(_) => {}
+            Ok(addr) if addr != old => Some(addr),
+            Ok(_) => None,
             Err(err) => {
-                warn!(upstream = %self.url, error = %err, "upstream lookup failed; keeping the last address")
+                warn!(upstream = %self.url, error = %err, "upstream lookup failed; keeping the last address");
+                None
             }
         }
     }
 
-    /// Returns whether a TCP connection to the backend opens within the connect timeout.
-    pub async fn is_reachable(&self) -> bool {
-        let connect = tokio::net::TcpStream::connect(self.addr());
-        matches!(
-            tokio::time::timeout(self.timeouts.connect, connect).await,
-            Ok(Ok(_))
-        )
+    /// Switches to a new address.
+    pub fn move_to(&self, addr: SocketAddr, timeouts: PeerTimeouts, plan: Option<&HealthPlan>) {
+        info!(upstream = %self.url, old = %self.current.load().addr, new = %addr, "upstream address changed");
+        let info = BackendInfo::new(&self.url, addr, timeouts, plan);
+        self.current.store(Arc::new(info));
+    }
+}
+
+impl BackendInfo {
+    fn new(
+        url: &UpstreamUrl,
+        addr: SocketAddr,
+        timeouts: PeerTimeouts,
+        plan: Option<&HealthPlan>,
+    ) -> Self {
+        let label: Arc<str> = url.to_string().into();
+        let mut peer = HttpPeer::new(addr, false, url.host.clone());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.total_connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(timeouts.read);
+        peer.options.write_timeout = Some(timeouts.write);
+        peer.options.idle_timeout = Some(timeouts.idle);
+        BackendInfo {
+            requests: METRICS.backend_request_counter(&label),
+            probe: plan.map(|plan| plan.probe(url)),
+            label,
+            url: url.clone(),
+            addr,
+            peer,
+        }
     }
 }
 
@@ -110,17 +152,7 @@ fn lookup(url: &UpstreamUrl) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("upstream host {:?} resolved to no address", url.host))
 }
 
-fn build_target(addr: SocketAddr, url: &UpstreamUrl, timeouts: PeerTimeouts) -> Target {
-    let mut peer = HttpPeer::new(addr, false, url.host.clone());
-    peer.options.connection_timeout = Some(timeouts.connect);
-    peer.options.total_connection_timeout = Some(timeouts.connect);
-    peer.options.read_timeout = Some(timeouts.read);
-    peer.options.write_timeout = Some(timeouts.write);
-    peer.options.idle_timeout = Some(timeouts.idle);
-    Target { addr, peer }
-}
-
-/// Looks up the current snapshot's upstream host again every few seconds.
+/// Looks up the current snapshot's upstream hosts again every few seconds.
 pub struct ResolverService {
     pub store: Arc<SnapshotStore>,
 }
@@ -135,9 +167,15 @@ impl BackgroundService for ResolverService {
                 _ = shutdown.changed() => return,
                 _ = ticker.tick() => {}
             }
-            let upstream = Arc::clone(&self.store.current().upstream);
-            if let Err(err) = tokio::task::spawn_blocking(move || upstream.re_resolve()).await {
-                warn!(error = %err, "upstream lookup task failed");
+            let balancer = Arc::clone(&self.store.current().balancer);
+            let lookup = {
+                let balancer = Arc::clone(&balancer);
+                tokio::task::spawn_blocking(move || balancer.lookup_again())
+            };
+            match lookup.await {
+                Ok(true) => balancer.update_membership().await,
+                Ok(false) => {}
+                Err(err) => warn!(error = %err, "upstream lookup task failed"),
             }
         }
     }

@@ -16,8 +16,8 @@ use serde_json::json;
 use serde_yaml::Value;
 
 use common::{
-    api_key, free_addr, metrics_text, request, ConfigBuilder, Conn, Gateway, MockBackend,
-    ReceivedRequest, Response,
+    api_key, free_addr, free_port, metrics_text, request, ConfigBuilder, Conn, Gateway,
+    MockBackend, ReceivedRequest, Response,
 };
 
 const CLIENT_ID: &str = "karolin";
@@ -272,7 +272,14 @@ fn generateclient_returns_snippet() {
     );
     let snippet = parse_snippet(&response.text(), "newcomer");
     assert_eq!(snippet.lines[1], "- clientId: newcomer");
-    assert_eq!(snippet.lines[2], format!("  key: {}", snippet.key));
+    // A key that starts like a number, such as `0b...`, is quoted.
+    let plain_key_line = format!("  key: {}", snippet.key);
+    let quoted_key_line = format!("  key: \"{}\"", snippet.key);
+    assert!(
+        snippet.lines[2] == plain_key_line || snippet.lines[2] == quoted_key_line,
+        "third snippet line: {:?}",
+        snippet.lines[2]
+    );
 
     let second = parse_snippet(&generate(&gateway, "newcomer").text(), "newcomer");
     assert_ne!(second.key, snippet.key, "two generated keys are equal");
@@ -786,6 +793,50 @@ fn refresh_during_requests_fails_none() {
 }
 
 #[test]
+fn refresh_applies_on_open_connection() {
+    let mock = MockBackend::start();
+    let base = settings(&mock).client(CLIENT_ID, KEY);
+    let gateway = Gateway::start(&base.build());
+    let extra_push = format!(
+        "POST {PUSH_PATH} HTTP/1.1\r\nHost: gateway\r\nx-api-key: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+        api_key(EXTRA_CLIENT_ID, EXTRA_KEY)
+    );
+    let mut conn = Conn::connect(gateway.addr());
+
+    // Each request on the kept-alive connection is checked against the
+    // clients loaded at its own moment.
+    let steps = [
+        ("before the client is added", None, 403),
+        (
+            "after the client is added",
+            Some(base.clone().client(EXTRA_CLIENT_ID, EXTRA_KEY)),
+            404,
+        ),
+        ("after the client is removed", Some(base), 403),
+    ];
+    for (step, config, expected_status) in steps {
+        if let Some(config) = config {
+            gateway.rewrite_config(&config.build());
+            let refreshed = refresh(&gateway);
+            assert_eq!(
+                refreshed.status,
+                200,
+                "{step}: refresh body {:?}",
+                refreshed.text()
+            );
+        }
+        conn.send(extra_push.as_bytes());
+        let response = conn.read_response();
+        assert_eq!(
+            response.status,
+            expected_status,
+            "push by {EXTRA_CLIENT_ID} {step} on one connection: body {:?}",
+            response.text()
+        );
+    }
+}
+
+#[test]
 fn hide_credentials_applies_on_refresh() {
     let mock = MockBackend::start();
     let base = settings(&mock).client(CLIENT_ID, KEY);
@@ -919,6 +970,54 @@ fn admin_from_outside_allow_list_forbidden() {
 
     let health = request(gateway.addr(), "GET", "/nps/health", &[], b"");
     assert_eq!(health.status, 200, "health is open to anyone");
+}
+
+#[test]
+fn mapped_ipv4_peer_read_as_ipv4() {
+    // A listener on an IPv4-mapped IPv6 address gets IPv4 peers as
+    // ::ffff:127.0.0.1, which adminAllowFrom must match as 127.0.0.1.
+    let mock = MockBackend::start();
+    let listen = format!("[::ffff:127.0.0.1]:{}", free_port());
+    let base = settings(&mock)
+        .client(CLIENT_ID, KEY)
+        .set_string("listen", &listen);
+    let gateway = Gateway::start(
+        &base
+            .clone()
+            .set("adminAllowFrom", "['127.0.0.1/32']")
+            .build(),
+    );
+
+    let allowed = refresh(&gateway);
+    assert_eq!(
+        allowed.status,
+        200,
+        "refresh from 127.0.0.1 through {listen} with adminAllowFrom 127.0.0.1/32: body {:?}",
+        allowed.text()
+    );
+    mock.clear();
+    push(&gateway, &api_key(CLIENT_ID, KEY));
+    let pushes: Vec<ReceivedRequest> = mock
+        .wait_for_requests(1, Duration::from_secs(5))
+        .into_iter()
+        .filter(|received| received.target == PUSH_PATH)
+        .collect();
+    assert_eq!(pushes.len(), 1, "pushes the mock recorded");
+    assert_eq!(
+        pushes[0].header("x-forwarded-for"),
+        Some("127.0.0.1"),
+        "X-Forwarded-For must carry the peer as IPv4"
+    );
+
+    gateway.rewrite_config(&base.set("adminAllowFrom", "['::1/128']").build());
+    assert_eq!(refresh(&gateway).status, 200, "refresh to ::1/128 only");
+    let refused = refresh(&gateway);
+    assert_error_shape(
+        &refused,
+        403,
+        "Forbidden",
+        "refresh from 127.0.0.1 with adminAllowFrom ::1/128",
+    );
 }
 
 #[test]

@@ -79,7 +79,11 @@ fn assert_snippet(text: &str, client_id: &str) {
     let header_value = lines[0]
         .strip_prefix("# X-Api-Key: ")
         .unwrap_or_else(|| panic!("first line is not '# X-Api-Key: <value>': {:?}", lines[0]));
-    assert_eq!(lines[1], format!("- clientId: {client_id}"));
+    assert!(
+        lines[1].starts_with("- clientId: "),
+        "second line is not '- clientId: <id>': {:?}",
+        lines[1]
+    );
 
     let entries: Value = serde_yaml::from_str(text)
         .unwrap_or_else(|err| panic!("snippet is not valid YAML ({err}):\n{text}"));
@@ -274,6 +278,11 @@ fn generate_client_prints_snippet() {
         describe(&output)
     );
     assert_snippet(&stdout_text(&output), "karolin");
+    assert!(
+        stdout_text(&output).contains("\n- clientId: karolin\n"),
+        "a plain clientId is written unquoted: {}",
+        stdout_text(&output)
+    );
 
     let again = Gateway::spawn_raw(&["generate-client", "karolin"]);
     assert_ne!(
@@ -281,6 +290,25 @@ fn generate_client_prints_snippet() {
         stdout_text(&output),
         "two runs printed the same key"
     );
+}
+
+#[test]
+fn generate_client_quotes_yaml_lookalikes() {
+    for client_id in ["no", "0123", "true", "café"] {
+        let output = Gateway::spawn_raw(&["generate-client", client_id]);
+        assert!(
+            output.status.success(),
+            "generate-client {client_id}: {}",
+            describe(&output)
+        );
+        let snippet = stdout_text(&output);
+        assert_snippet(&snippet, client_id);
+        assert!(
+            snippet.contains(&format!("- clientId: \"{client_id}\""))
+                || snippet.contains(&format!("- clientId: '{client_id}'")),
+            "clientId {client_id:?} must be quoted:\n{snippet}"
+        );
+    }
 }
 
 #[test]

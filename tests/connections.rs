@@ -644,3 +644,35 @@ fn pipelined_rejected_request_between_good_ones() {
         .collect();
     assert_eq!(paths, ["/nps/rest/push/first", "/nps/rest/push/third"]);
 }
+
+#[test]
+fn client_gone_counted_as_499() {
+    let (_mock, gateway) = start(|builder| builder);
+
+    // The client sends half of its declared body and leaves.
+    let mut conn = Conn::connect(gateway.addr());
+    let mut head = push_head("p1", &good_key(), "Content-Length: 100\r\n");
+    head.extend_from_slice(&[b'x'; 50]);
+    conn.send(&head);
+    conn.shutdown_write();
+    let _ = read_until_closed(&mut conn, PROMPT_RESPONSE);
+    drop(conn);
+
+    let deadline = Instant::now() + PROMPT_RESPONSE;
+    let counted = loop {
+        let metrics = metrics_text(gateway.metrics_addr());
+        let gone = metrics.contains("keygate_requests_total{route=\"proxy\",status=\"499\"} 1");
+        if gone || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        counted.contains("keygate_requests_total{route=\"proxy\",status=\"499\"} 1"),
+        "a client that left before any response must count as 499:\n{counted}"
+    );
+    assert!(
+        !counted.contains("status=\"500\""),
+        "a client that left must not count as a server error:\n{counted}"
+    );
+}

@@ -274,7 +274,11 @@ fn forwarded_request_body_and_headers() {
             ("TE", "trailers"),
             ("X-Client-Id", "someone-else"),
             ("x_client_id", "other"),
+            ("X-Client_Id", "third"),
             ("X-Custom", "kept as sent"),
+            ("Connection", "x-bar"),
+            ("x-bar", "2"),
+            ("Proxy-Connection", "keep-alive"),
         ],
         &body,
     );
@@ -291,12 +295,22 @@ fn forwarded_request_body_and_headers() {
         [CLIENT_ID],
         "the backend must see exactly one x-client-id, set by keygate"
     );
-    assert_eq!(
-        received_values(&received, "x_client_id"),
-        Vec::<&str>::new(),
-        "a client-sent x_client_id must not reach the backend"
-    );
-    for hop_header in ["connection", "keep-alive", "te", "x-foo"] {
+    for spelling in ["x_client_id", "x-client_id"] {
+        assert_eq!(
+            received_values(&received, spelling),
+            Vec::<&str>::new(),
+            "a client-sent {spelling} must not reach the backend"
+        );
+    }
+    let hop_headers = [
+        "connection",
+        "keep-alive",
+        "te",
+        "x-foo",
+        "x-bar",
+        "proxy-connection",
+    ];
+    for hop_header in hop_headers {
         assert_eq!(
             received_values(&received, hop_header),
             Vec::<&str>::new(),
@@ -426,6 +440,33 @@ fn forwarded_for_appended_and_proto_set() {
     let fresh = only_request(&mock);
     assert_eq!(received_values(&fresh, "x-forwarded-for"), ["127.0.0.1"]);
     assert_eq!(received_values(&fresh, "x-forwarded-proto"), ["http"]);
+}
+
+#[test]
+fn forwarded_for_keeps_repeated_fields() {
+    let mock = MockBackend::start();
+    let gateway = start_gateway(mock.addr(), |builder| builder);
+    let key = good_api_key();
+
+    // Repeated header fields form one comma-separated list (RFC 9110,
+    // section 5.3), so every earlier hop must be kept.
+    request(
+        gateway.addr(),
+        "POST",
+        PUSH_PATH,
+        &[
+            ("x-api-key", &key),
+            ("X-Forwarded-For", "203.0.113.7"),
+            ("X-Forwarded-For", "198.51.100.2"),
+        ],
+        b"",
+    );
+    let repeated = only_request(&mock);
+    assert_eq!(
+        received_values(&repeated, "x-forwarded-for").join(", "),
+        "203.0.113.7, 198.51.100.2, 127.0.0.1",
+        "X-Forwarded-For sent as two header fields must keep both earlier hops"
+    );
 }
 
 #[test]
@@ -780,6 +821,10 @@ fn paths_hiding_structure_get_400() {
         "/nps;x/rest/push/p1",
         "/nps/rest/./push/p1",
         "/nps/rest/%5Cpush/p1",
+        "/nps/rest/.%2e/refresh",
+        "/nps/rest/push/%2E%2E",
+        "/nps/rest/push/p1/..",
+        "/nps/..;x/refresh",
     ] {
         let response = request(gateway.addr(), "POST", path, &[("x-api-key", &key)], b"{}");
         assert_error_shape(&response, 400, "Bad Request", &format!("POST {path}"));

@@ -164,6 +164,39 @@ fn mock_routes_and_not_found_messages() {
 }
 
 #[test]
+fn mock_health_switch_sets_health_status() {
+    let mock = MockBackend::start();
+
+    let switched = request(mock.addr(), "PUT", "/_mock/health/503", &[], b"");
+    assert_eq!(switched.status, 200);
+    let down = request(mock.addr(), "GET", "/nps/health", &[], b"");
+    assert_eq!(down.status, 503);
+    assert_eq!(down.json()["status"], "DOWN");
+    let push = request(mock.addr(), "POST", "/nps/rest/push/p", &[], b"");
+    assert_eq!(push.status, 404, "pushes are served while health fails");
+
+    mock.set_health_status(200);
+    let up = request(mock.addr(), "GET", "/nps/health", &[], b"");
+    assert_eq!(up.status, 200);
+    assert_eq!(up.json()["status"], "UP");
+
+    for (method, path, status) in [
+        ("GET", "/_mock/health/503", 405),
+        ("PUT", "/_mock/health/99", 400),
+        ("PUT", "/_mock/health/up", 400),
+    ] {
+        let response = request(mock.addr(), method, path, &[], b"");
+        assert_eq!(response.status, status, "{method} {path}");
+    }
+    let paths: Vec<String> = mock.requests().iter().map(|r| r.path().to_owned()).collect();
+    assert_eq!(
+        paths,
+        ["/nps/health", "/nps/rest/push/p", "/nps/health"],
+        "switch requests are not recorded"
+    );
+}
+
+#[test]
 fn mock_delay_header_delays_response() {
     let mock = MockBackend::start();
     let addr = mock.addr();

@@ -426,10 +426,11 @@ fn stop(gateway: &mut Gateway) {
     }
 }
 
-#[test]
-fn trace_log_contains_no_key() {
+/// Runs the mixed traffic against a gateway at log level trace, with the
+/// settings changed by `configure`, and checks its metrics and whole log.
+fn check_trace_log(configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder, place: &str) {
     let mock = MockBackend::start();
-    let settings = settings(&mock);
+    let settings = configure(settings(&mock));
     let mut gateway = Gateway::start(&good_config(&settings).build());
     let config_path = gateway.config_path().to_path_buf();
 
@@ -440,9 +441,22 @@ fn trace_log_contains_no_key() {
     let log = gateway.log_text();
     assert!(
         log.contains(CLIENT_ID),
-        "the log never names {CLIENT_ID}, so it has no access lines and the check below would prove nothing"
+        "{place} never names {CLIENT_ID}, so it has no access lines and the check below would prove nothing"
     );
-    assert_no_secret(&log, &traffic, "the trace-level log");
+    assert_no_secret(&log, &traffic, place);
+}
+
+#[test]
+fn trace_log_contains_no_key() {
+    check_trace_log(|settings| settings, "the trace-level log");
+}
+
+#[test]
+fn json_trace_log_contains_no_key() {
+    check_trace_log(
+        |settings| settings.set("log.format", "json"),
+        "the trace-level JSON log",
+    );
 }
 
 /// keygate started directly, with an environment that the harness does not

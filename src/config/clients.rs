@@ -14,8 +14,9 @@ use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::keys::{one_secret, parse_expires, present, KeyItem};
+use super::keys::{one_secret, parse_expires, present, unknown_setting, KeyItem};
 pub use super::keys::{ClientKey, KeyForm, KeyPlace};
+use super::units::RateLimit;
 
 /// Maximum length of a clientId, in bytes.
 pub const MAX_CLIENT_ID_BYTES: usize = 128;
@@ -27,12 +28,14 @@ pub const SHORT_KEY_CHARS: usize = 32;
 /// digests as the client with the most keys has, so this bounds its cost.
 pub const MAX_KEYS_PER_CLIENT: usize = 16;
 
-/// One configured client: its id and the keys it may present.
+/// One configured client: its id, the keys it may present and its own rate limit.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ClientEntry {
     pub client_id: String,
     /// At least one key; the short form on the entry comes first.
     pub keys: Vec<ClientKey>,
+    /// `None` means `gateway.rateLimit` applies.
+    pub rate_limit: Option<RateLimit>,
 }
 
 // Keys are secrets: debug output shows the clientId and the key count only.
@@ -42,16 +45,18 @@ impl fmt::Debug for ClientEntry {
             .debug_struct("ClientEntry")
             .field("client_id", &self.client_id)
             .field("keys", &self.keys.len())
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
 
 impl ClientEntry {
-    /// Builds an entry with one plain key that never expires.
+    /// Builds an entry with one plain key that never expires and the default rate limit.
     pub fn with_key(client_id: &str, key: &str) -> Self {
         ClientEntry {
             client_id: client_id.to_string(),
             keys: vec![ClientKey::plain(key, None, KeyPlace::Entry)],
+            rate_limit: None,
         }
     }
 }
@@ -97,13 +102,16 @@ struct EntryFields {
     key_hash: Option<Option<String>>,
     expires: Option<Option<String>>,
     keys: Option<Option<Vec<KeyItem>>>,
+    rate_limit: Option<Option<RateLimit>>,
 }
 
 impl<'de> Visitor<'de> for EntryVisitor {
     type Value = ClientEntry;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a client entry with clientId and key, keyHash or keys")
+        formatter.write_str(
+            "a client entry with clientId, key, keyHash or keys, and an optional rateLimit",
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClientEntry, A::Error> {
@@ -111,18 +119,20 @@ impl<'de> Visitor<'de> for EntryVisitor {
         while let Some(name) = map.next_key::<String>()? {
             let written_twice = match name.as_str() {
                 "keys" => fields.keys.is_some(),
+                "rateLimit" => fields.rate_limit.is_some(),
                 _ => {
-                    let slot = match name.as_str() {
-                        "clientId" => &mut fields.client_id,
-                        "key" => &mut fields.key,
-                        "keyHash" => &mut fields.key_hash,
-                        "expires" => &mut fields.expires,
-                        other => {
-                            return Err(de::Error::custom(format!(
-                                "unknown setting {other:?} in a client entry; an entry has clientId, and key, keyHash, expires or keys"
-                            )))
-                        }
-                    };
+                    let slot =
+                        match name.as_str() {
+                            "clientId" => &mut fields.client_id,
+                            "key" => &mut fields.key,
+                            "keyHash" => &mut fields.key_hash,
+                            "expires" => &mut fields.expires,
+                            other => return Err(de::Error::custom(unknown_setting(
+                                other,
+                                "a client entry",
+                                "an entry has clientId, key, keyHash, expires, keys and rateLimit",
+                            ))),
+                        };
                     slot.is_some()
                 }
             };
@@ -137,6 +147,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
                 "key" => fields.key = Some(map.next_value()?),
                 "keyHash" => fields.key_hash = Some(map.next_value()?),
                 "expires" => fields.expires = Some(map.next_value()?),
+                "rateLimit" => fields.rate_limit = Some(map.next_value()?),
                 _ => fields.keys = Some(map.next_value()?),
             }
         }
@@ -195,7 +206,11 @@ impl EntryFields {
                 keys.len()
             )));
         }
-        Ok(ClientEntry { client_id, keys })
+        Ok(ClientEntry {
+            client_id,
+            keys,
+            rate_limit: self.rate_limit.flatten(),
+        })
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::admin_token::AdminToken;
-use super::units::{ConfigDuration, ConfigSize};
+use super::units::{ConfigDuration, ConfigSize, RateLimit};
+use super::upstreams::{HealthCheckSettings, UpstreamList};
 use super::values::{AdminNet, ForwardedHeader, ListenAddrs, RoutePrefix, Threads, UpstreamUrl};
 
 /// pingora rejects a request head larger than this before any keygate code runs.
@@ -21,7 +22,11 @@ pub struct GatewaySettings {
     pub listen: ListenAddrs,
     pub context_path: RoutePrefix,
     pub uri_base: RoutePrefix,
-    pub upstream: UpstreamUrl,
+    pub upstream: UpstreamList,
+    /// The active health check of the backends; `None` sends no checks and counts every backend as healthy.
+    pub health_check: Option<HealthCheckSettings>,
+    /// The rate limit of clients whose entry sets none; `None` leaves them unlimited.
+    pub rate_limit: Option<RateLimit>,
     pub forward_refresh: bool,
     pub hide_credentials: bool,
     pub client_id_header: ForwardedHeader,
@@ -107,10 +112,12 @@ impl Default for GatewaySettings {
             listen: ListenAddrs(vec![SocketAddr::from(([0, 0, 0, 0], 20200))]),
             context_path: RoutePrefix("/nps".into()),
             uri_base: RoutePrefix("/rest".into()),
-            upstream: UpstreamUrl {
+            upstream: UpstreamList::single(UpstreamUrl {
                 host: "127.0.0.1".into(),
                 port: 20280,
-            },
+            }),
+            health_check: None,
+            rate_limit: None,
             forward_refresh: true,
             hide_credentials: false,
             client_id_header: ForwardedHeader(http::HeaderName::from_static("x-client-id")),

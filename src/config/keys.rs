@@ -255,8 +255,10 @@ impl<'de> Visitor<'de> for KeyItemVisitor {
                 "keyHash" => &mut key_hash,
                 "expires" => &mut expires,
                 other => {
-                    return Err(de::Error::custom(format!(
-                        "unknown setting {other:?} in an item of keys; an item has key or keyHash, and expires"
+                    return Err(de::Error::custom(unknown_setting(
+                        other,
+                        "an item of keys",
+                        "an item has key or keyHash, and expires",
                     )))
                 }
             };
@@ -279,6 +281,18 @@ impl<'de> Visitor<'de> for KeyItemVisitor {
             .map_err(de::Error::custom)?
             .ok_or_else(|| de::Error::custom("an item of keys has neither key nor keyHash"))?;
         Ok(KeyItem { secret, expires })
+    }
+}
+
+/// Describes an unknown setting `name` found `within` a client entry. A long
+/// name, or one with characters other than letters, is left out of the
+/// message: it is most likely a key pasted on the wrong line.
+pub(super) fn unknown_setting(name: &str, within: &str, known: &str) -> String {
+    let shown = name.len() <= 24 && name.chars().all(|c| c.is_ascii_alphabetic());
+    if shown {
+        format!("unknown setting {name:?} in {within}; {known}")
+    } else {
+        format!("unknown setting in {within} (its name is not shown, as it may be a key); {known}")
     }
 }
 

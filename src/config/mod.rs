@@ -7,6 +7,7 @@ mod clients;
 mod gateway;
 mod keys;
 mod units;
+mod upstreams;
 mod values;
 
 use std::collections::hash_map::DefaultHasher;
@@ -24,6 +25,8 @@ pub use clients::{
 };
 pub use gateway::{GatewaySettings, LogFormat, LogLevel};
 pub use keys::{parse_expires, parse_key_hash, KEY_HASH_PREFIX};
+pub use units::{RateLimit, RatePeriod};
+pub use upstreams::{HealthCheckSettings, UpstreamEntry, UpstreamList};
 pub use values::{RoutePrefix, UpstreamUrl};
 
 /// The largest config file keygate reads; a bigger one is almost certainly the wrong file.

@@ -189,6 +189,22 @@ fn gateway_values_checked_with_place() {
             "gateway:\n  forwardRefresh: maybe\nallowedClients: []\n",
             "invalid type",
         ),
+        (
+            "gateway:\n  rateLimit: 100/hour\nallowedClients: []\n",
+            "invalid rate limit",
+        ),
+        (
+            "gateway:\n  upstream: [{url: 'http://a:1', weight: 1000}]\nallowedClients: []\n",
+            "invalid weight",
+        ),
+        (
+            "gateway:\n  healthCheck: { intervall: 5s }\nallowedClients: []\n",
+            "intervall",
+        ),
+        (
+            "gateway:\n  healthCheck: { timeout: 0s }\nallowedClients: []\n",
+            "greater than zero",
+        ),
     ];
     for (text, expected) in cases {
         let err = error_of(text);
@@ -257,7 +273,10 @@ fn admin_token_and_watch_config_checked() {
     assert!(!config.gateway.watch_config);
 
     let bad_token = error_of("gateway:\n  adminToken: secret\nallowedClients: []\n");
-    assert!(bad_token.message.contains("invalid adminToken"), "{bad_token}");
+    assert!(
+        bad_token.message.contains("invalid adminToken"),
+        "{bad_token}"
+    );
     assert_eq!(bad_token.line, Some(2), "{bad_token}");
     assert!(!bad_token.message.contains("secret"), "{bad_token}");
 
@@ -290,4 +309,55 @@ fn client_key_error_has_place() {
     assert!(err.message.contains("invalid keyHash"), "{err}");
     assert_eq!((err.line, err.column), (Some(5), Some(9)), "{err}");
     assert!(err.to_string().starts_with("test.yml:5:9: "), "{err}");
+}
+
+#[test]
+fn bad_client_rate_limit_points_at_value() {
+    let err = error_of(&format!(
+        "allowedClients:\n  - clientId: a\n    key: {KEY}\n    rateLimit: 10 per second\n"
+    ));
+    assert!(err.message.contains("invalid rate limit"), "{err}");
+    assert!(err.message.contains("allowedClients[0].rateLimit"), "{err}");
+    assert_eq!((err.line, err.column), (Some(4), Some(16)), "{err}");
+    assert!(
+        !err.to_string().contains(KEY),
+        "the key must not appear in errors: {err}"
+    );
+}
+
+#[test]
+fn traffic_settings_load() {
+    let config = parse_text(&format!(
+        "gateway:\n  upstream:\n    - http://127.0.0.1:1\n    - url: http://127.0.0.1:2\n      weight: 4\n  healthCheck:\n    interval: 2s\n  rateLimit: 100/s\nallowedClients:\n  - clientId: a\n    key: {KEY}\n    rateLimit: 5/min\n"
+    ))
+    .unwrap();
+    let gateway = &config.gateway;
+    assert_eq!(gateway.upstream.0.len(), 2);
+    assert_eq!(gateway.upstream.0[1].weight, 4);
+    let check = gateway.health_check.as_ref().expect("healthCheck is set");
+    assert_eq!(check.interval.0, std::time::Duration::from_secs(2));
+    assert_eq!(
+        gateway.rate_limit.map(|limit| limit.to_string()),
+        Some("100/s".into())
+    );
+    assert_eq!(
+        config.clients[0].rate_limit.map(|limit| limit.to_string()),
+        Some("5/min".into())
+    );
+}
+
+#[test]
+fn rate_limit_change_changes_fingerprint() {
+    let plain = parse_text(&format!(
+        "allowedClients:\n  - clientId: a\n    key: {KEY}\n"
+    ))
+    .unwrap();
+    let limited = parse_text(&format!(
+        "allowedClients:\n  - clientId: a\n    key: {KEY}\n    rateLimit: 1/s\n"
+    ))
+    .unwrap();
+    assert_ne!(
+        plain.top_level[0], limited.top_level[0],
+        "a refresh must report allowedClients as changed"
+    );
 }

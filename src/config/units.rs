@@ -1,10 +1,11 @@
-//! Duration and size values as the config file writes them: `"500ms"`, `"5s"`,
-//! `"2m"`, `"64KiB"`, `"10MiB"`.
+//! Duration, size and rate values as the config file writes them: `"500ms"`,
+//! `"5s"`, `"2m"`, `"64KiB"`, `"10MiB"`, `"10/s"`, `"600/min"`.
 //!
 //! Each type rejects a bad value while the YAML is being read, so the error
 //! carries the line and column of the value.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
@@ -45,6 +46,88 @@ impl ConfigSize {
             ));
         }
         Ok(ConfigSize(size.as_u64()))
+    }
+}
+
+/// The largest request count a rate limit may name, per second or per minute.
+pub const MAX_RATE_COUNT: u32 = 1_000_000;
+
+/// A per-client request rate, `"N/s"` or `"N/min"`, or `"unlimited"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RateLimit {
+    /// At most `count` requests a `period`, with bursts of up to `count`.
+    Limited {
+        count: NonZeroU32,
+        period: RatePeriod,
+    },
+    /// No limit, even when `gateway.rateLimit` sets one.
+    Unlimited,
+}
+
+/// The period of a [`RateLimit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RatePeriod {
+    Second,
+    Minute,
+}
+
+impl RatePeriod {
+    pub fn as_duration(self) -> Duration {
+        match self {
+            RatePeriod::Second => Duration::from_secs(1),
+            RatePeriod::Minute => Duration::from_secs(60),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RatePeriod::Second => "s",
+            RatePeriod::Minute => "min",
+        }
+    }
+}
+
+impl RateLimit {
+    /// Parses `"N/s"`, `"N/min"` or `"unlimited"`, with N from 1 to [`MAX_RATE_COUNT`].
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let hint = "write a number of requests per second or minute, like \"10/s\" or \"600/min\", or \"unlimited\"";
+        let trimmed = text.trim();
+        if trimmed == "unlimited" {
+            return Ok(RateLimit::Unlimited);
+        }
+        let Some((count, period)) = trimmed.split_once('/') else {
+            return Err(format!("invalid rate limit {text:?}; {hint}"));
+        };
+        let period = match period.trim() {
+            "s" => RatePeriod::Second,
+            "min" => RatePeriod::Minute,
+            other => {
+                return Err(format!(
+                    "invalid rate limit {text:?}: unknown period {other:?}; {hint}"
+                ))
+            }
+        };
+        let count = count
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|count| *count <= MAX_RATE_COUNT)
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| {
+                format!("invalid rate limit {text:?}: the count must be a whole number from 1 to {MAX_RATE_COUNT}; {hint}")
+            })?;
+        Ok(RateLimit::Limited { count, period })
+    }
+}
+
+impl fmt::Display for RateLimit {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateLimit::Limited { count, period } => {
+                write!(formatter, "{count}/{}", period.as_str())
+            }
+            RateLimit::Unlimited => formatter.write_str("unlimited"),
+        }
     }
 }
 
@@ -114,6 +197,32 @@ impl<'de> Deserialize<'de> for ConfigSize {
     }
 }
 
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RateVisitor;
+        impl Visitor<'_> for RateVisitor {
+            type Value = RateLimit;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a rate limit such as \"10/s\" or \"600/min\"")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<RateLimit, E> {
+                RateLimit::parse(value).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<RateLimit, E> {
+                Err(E::custom(format!(
+                    "invalid rate limit {value}: a period is required, like \"{value}/s\" or \"{value}/min\""
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<RateLimit, E> {
+                Err(E::custom(format!(
+                    "invalid rate limit {value}: write a positive count with a period, like \"10/s\""
+                )))
+            }
+        }
+        deserializer.deserialize_any(RateVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +265,48 @@ mod tests {
         assert!(ConfigSize::parse("-1").is_err());
         assert!(ConfigSize::parse("big").is_err());
         assert!(serde_yaml::from_str::<ConfigSize>("-5").is_err());
+    }
+
+    #[test]
+    fn rates_with_periods() {
+        let ten = RateLimit::parse("10/s").unwrap();
+        let RateLimit::Limited { count, period } = ten else {
+            panic!("10/s must be a limit");
+        };
+        assert_eq!((count.get(), period), (10, RatePeriod::Second));
+        assert_eq!(ten.to_string(), "10/s");
+        assert_eq!(
+            RateLimit::parse(" 600 / min ").unwrap().to_string(),
+            "600/min"
+        );
+        assert_eq!(RateLimit::parse("unlimited").unwrap(), RateLimit::Unlimited);
+        assert_eq!(
+            RateLimit::parse("1000000/s").unwrap().to_string(),
+            "1000000/s"
+        );
+    }
+
+    #[test]
+    fn rates_rejected() {
+        for text in [
+            "",
+            "10",
+            "/s",
+            "0/s",
+            "-1/s",
+            "1.5/s",
+            "10/h",
+            "10/m",
+            "10/sec",
+            "ten/s",
+            "1000001/s",
+            "10/s/s",
+            "fast",
+        ] {
+            assert!(RateLimit::parse(text).is_err(), "{text:?} must be rejected");
+        }
+        let err = serde_yaml::from_str::<RateLimit>("10").unwrap_err();
+        assert!(err.to_string().contains("period is required"), "{err}");
+        assert!(serde_yaml::from_str::<RateLimit>("-3").is_err());
     }
 }

@@ -159,9 +159,11 @@ impl UpstreamUrl {
             .map_err(|err| format!("invalid upstream URL {text:?} ({err}); {hint}"))?;
         match uri.scheme_str() {
             Some("http") => {}
-            Some("https") => return Err(format!(
+            Some("https") => {
+                return Err(format!(
                 "invalid upstream URL {text:?}: https upstreams are not supported yet; use http://"
-            )),
+            ))
+            }
             _ => {
                 return Err(format!(
                     "invalid upstream URL {text:?}: the scheme must be http://; {hint}"

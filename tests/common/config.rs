@@ -17,6 +17,8 @@ pub struct ConfigBuilder {
     gateway: Mapping,
     raw_gateway_lines: Vec<String>,
     clients: Vec<(String, String)>,
+    /// `rateLimit` values of client entries, by clientId.
+    client_rate_limits: Vec<(String, String)>,
     raw_top_level: Vec<String>,
 }
 
@@ -53,6 +55,7 @@ metrics: {{ listen: '{metrics}', perClient: false }}
             gateway,
             raw_gateway_lines: Vec::new(),
             clients: Vec::new(),
+            client_rate_limits: Vec::new(),
             raw_top_level: Vec::new(),
         }
     }
@@ -69,6 +72,15 @@ metrics: {{ listen: '{metrics}', perClient: false }}
             self.clients
                 .push(((*client_id).to_owned(), (*key).to_owned()));
         }
+        self
+    }
+
+    /// Sets `rateLimit` of the entry of `client_id`, such as `"10/s"`. The
+    /// value is written as a string, so invalid values reach keygate as
+    /// written.
+    pub fn client_rate_limit(mut self, client_id: &str, rate_limit: &str) -> ConfigBuilder {
+        self.client_rate_limits
+            .push((client_id.to_owned(), rate_limit.to_owned()));
         self
     }
 
@@ -161,6 +173,13 @@ metrics: {{ listen: '{metrics}', perClient: false }}
                     let mut entry = Mapping::new();
                     entry.insert("clientId".into(), client_id.as_str().into());
                     entry.insert("key".into(), key.as_str().into());
+                    let rate_limit = self
+                        .client_rate_limits
+                        .iter()
+                        .rfind(|(limited_id, _)| limited_id == client_id);
+                    if let Some((_, rate_limit)) = rate_limit {
+                        entry.insert("rateLimit".into(), rate_limit.as_str().into());
+                    }
                     Value::Mapping(entry)
                 })
                 .collect();

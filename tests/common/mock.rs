@@ -93,6 +93,14 @@ impl MockBackend {
         self.received.clear();
     }
 
+    /// Sets the status that `GET .../health` responds with, such as 503 to
+    /// fail the gateway's health checks while pushes still get through.
+    pub fn set_health_status(&self, status: u16) {
+        let status = http::StatusCode::from_u16(status)
+            .unwrap_or_else(|err| panic!("invalid health status {status}: {err}"));
+        self.received.set_health_status(status);
+    }
+
     /// Waits until at least `count` requests are recorded and returns them.
     /// Panics after `timeout`, naming how many arrived.
     pub fn wait_for_requests(&self, count: usize, timeout: Duration) -> Vec<ReceivedRequest> {

@@ -5,6 +5,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::*;
+use crate::config::RateLimit;
 
 const HASHED_KEY: &str = "rotation-key-0123456789abcdef0123456789";
 
@@ -105,6 +106,11 @@ fn duplicate_field_and_unknown_field_rejected() {
         .contains("unknown setting"));
     let (message, _) = error_of("- clientId: a\n  keys: [k1]\n  keys: [k2]\n");
     assert!(message.contains("keys is written twice"), "{message}");
+    let typo = parse("- clientId: a\n  kye: k\n").unwrap_err();
+    assert!(
+        typo.to_string().contains("unknown setting \"kye\""),
+        "{typo}"
+    );
 }
 
 #[test]
@@ -337,4 +343,60 @@ fn debug_hides_key() {
     let text = format!("{entry:?}");
     assert!(!text.contains("secret-value"), "{text}");
     assert!(text.contains("keys: 1"), "{text}");
+}
+
+#[test]
+fn pasted_key_as_name_not_echoed() {
+    let pasted = "fd04de2f1e5544b2915d1a65098c490637a0715f5c9843459f05dfc298342936";
+    let err = parse(&format!("- clientId: a\n  {pasted}: 1\n")).unwrap_err();
+    assert!(err.to_string().contains("unknown setting"), "{err}");
+    assert!(
+        !err.to_string().contains(pasted),
+        "a pasted key must not be echoed: {err}"
+    );
+}
+
+#[test]
+fn rate_limit_read_per_entry() {
+    let entries = parse(
+        "- clientId: a\n  key: k1\n  rateLimit: 10/s\n- clientId: b\n  key: k2\n- clientId: c\n  keys: [k3]\n  rateLimit: unlimited\n",
+    )
+    .unwrap();
+    assert_eq!(
+        entries[0].rate_limit.map(|limit| limit.to_string()),
+        Some("10/s".into())
+    );
+    assert_eq!(entries[1].rate_limit, None);
+    assert_eq!(entries[2].rate_limit, Some(RateLimit::Unlimited));
+}
+
+#[test]
+fn bad_rate_limit_points_at_entry() {
+    let err = parse("- clientId: a\n  key: k1\n- clientId: b\n  key: k2\n  rateLimit: 10/hour\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid rate limit"), "{err}");
+    // A bad value points at the value itself.
+    assert_eq!(
+        err.location().map(|at| (at.line(), at.column())),
+        Some((5, 14)),
+        "{err}"
+    );
+    let twice =
+        parse("- clientId: a\n  key: k1\n  rateLimit: 1/s\n  rateLimit: 2/s\n").unwrap_err();
+    assert!(twice.to_string().contains("written twice"), "{twice}");
+}
+
+#[test]
+fn pasted_key_in_item_not_echoed() {
+    let pasted = "fd04de2f1e5544b2915d1a65098c490637a0715f5c9843459f05dfc298342936";
+    let (message, place) = error_of(&format!("- clientId: a\n  keys:\n    - {pasted}: 1\n"));
+    assert!(
+        message.contains("unknown setting in an item of keys"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(pasted),
+        "a pasted key must not be echoed: {message}"
+    );
+    assert_eq!(place.map(|(line, _)| line), Some(3), "{message}");
 }
