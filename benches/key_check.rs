@@ -10,7 +10,10 @@
 //! last three cases would differ from the wrong key.
 //!
 //! Run with `cargo bench --bench key_check`, or
-//! `cargo bench --bench key_check -- --quick key_timing` for the side by side alone.
+//! `cargo bench --bench key_check -- --quick key_timing` for the side by side
+//! alone. `benches/key_timing.rs` measures the same cases in interleaved
+//! rounds, which a busy machine skews less, and `benches/key_check.md`
+//! records the results.
 
 use std::hint::black_box;
 
