@@ -3,6 +3,8 @@
 //! free the old snapshot) through `SnapshotStore::reload`.
 //!
 //! Run with `cargo bench --bench reload`. Figures are recorded in BENCHMARKS.md.
+//! `cargo test` runs each benchmark once with 1,000 clients, to keep the
+//! debug-mode test run short.
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -12,7 +14,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use keygate::metrics::ReloadTrigger;
 use keygate::reload::{load_snapshot, SnapshotStore};
 
-const CLIENTS: usize = 100_000;
+/// Clients in each file under `cargo bench`, which passes `--bench`.
+const BENCH_CLIENTS: usize = 100_000;
+/// Clients in each file when `cargo test` runs the benchmarks once.
+const TEST_CLIENTS: usize = 1_000;
 
 /// Writes a config file of `count` clients. Every client of `generation` 1
 /// except the first gets a clientId and key of its own, so a refresh from
@@ -44,13 +49,18 @@ fn switch_config(link: &Path, target: &Path) {
 }
 
 fn reload(criterion: &mut Criterion) {
+    let clients = if std::env::args().any(|arg| arg == "--bench") {
+        BENCH_CLIENTS
+    } else {
+        TEST_CLIENTS
+    };
     let folder = tempfile::tempdir().expect("a temporary folder can be made");
     let files: [PathBuf; 2] = [
         folder.path().join("first.yml"),
         folder.path().join("second.yml"),
     ];
     for (generation, file) in files.iter().enumerate() {
-        write_config(file, CLIENTS, generation);
+        write_config(file, clients, generation);
     }
     let config = folder.path().join("keygate.yml");
     switch_config(&config, &files[0]);
@@ -59,14 +69,14 @@ fn reload(criterion: &mut Criterion) {
     // One iteration takes a good part of a second, so the minimum sample count keeps runs short.
     group.sample_size(10);
 
-    group.bench_function(BenchmarkId::new("parse", CLIENTS), |bench| {
+    group.bench_function(BenchmarkId::new("parse", clients), |bench| {
         bench.iter_with_large_drop(|| {
             keygate::config::load(black_box(&files[1])).expect("the file is valid")
         })
     });
 
     let (previous, _) = load_snapshot(&files[0], None).expect("the file is valid");
-    group.bench_function(BenchmarkId::new("load_snapshot", CLIENTS), |bench| {
+    group.bench_function(BenchmarkId::new("load_snapshot", clients), |bench| {
         bench.iter_with_large_drop(|| {
             load_snapshot(black_box(&files[1]), Some(&previous)).expect("the file is valid")
         })
@@ -80,7 +90,7 @@ fn reload(criterion: &mut Criterion) {
     let (first, _) = load_snapshot(&config, None).expect("the file is valid");
     let store = SnapshotStore::new(config.clone(), first);
     let mut next_file = 1;
-    group.bench_function(BenchmarkId::new("refresh", CLIENTS), |bench| {
+    group.bench_function(BenchmarkId::new("refresh", clients), |bench| {
         bench.iter(|| {
             switch_config(&config, &files[next_file]);
             next_file = 1 - next_file;
