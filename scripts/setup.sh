@@ -54,6 +54,8 @@ require_command curl curl
 require_command docker-compose docker-compose
 require_command prometheus prometheus
 require_command promtool prometheus
+# scripts/check-test-logs.py reads the test logs for leaked keys.
+require_command python3 python3
 
 # The venv below needs python3 with the venv and ensurepip modules, which
 # Debian ships in python3-venv.
