@@ -583,6 +583,60 @@ fn dockerignore_keeps_keys_out() {
     assert!(!is_ignored("src/main.rs"));
 }
 
+/// Returns the files of the `[[bench]]` and `[[example]]` targets that
+/// Cargo.toml lists: each `path`, or the file cargo derives from `name`.
+fn manifest_target_files() -> Vec<String> {
+    let mut files = Vec::new();
+    let mut section = String::new();
+    let mut name = None;
+    let mut path = None;
+    let mut finish = |section: &str, name: Option<String>, path: Option<String>| {
+        let folder = match section {
+            "[[bench]]" => "benches",
+            "[[example]]" => "examples",
+            _ => return,
+        };
+        match (path, name) {
+            (Some(path), _) => files.push(path),
+            (None, Some(name)) => files.push(format!("{folder}/{name}.rs")),
+            (None, None) => {}
+        }
+    };
+    for line in read_repo_file("Cargo.toml").lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            finish(&section, name.take(), path.take());
+            section = line.to_owned();
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"').to_owned();
+        match key.trim() {
+            "name" => name = Some(value),
+            "path" => path = Some(value),
+            _ => {}
+        }
+    }
+    finish(&section, name.take(), path.take());
+    files
+}
+
+#[test]
+fn manifest_lists_bench_and_example_files() {
+    let files = manifest_target_files();
+
+    assert!(
+        files.contains(&"benches/key_check.rs".to_owned()),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&"benches/bare_proxy.rs".to_owned()),
+        "{files:?}"
+    );
+}
+
 #[test]
 fn docker_context_holds_build_inputs() {
     let stages = dockerfile_stages();
@@ -599,23 +653,26 @@ fn docker_context_holds_build_inputs() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    // Every target in Cargo.toml, since cargo rejects a manifest with a
-    // missing target file, and the files the final image serves.
-    let needed = [
+    // Every target file that Cargo.toml names, since cargo rejects a
+    // manifest with a missing target file, and the files the final image
+    // serves.
+    let mut needed: Vec<String> = [
         "Cargo.toml",
         "Cargo.lock",
         "src/main.rs",
         "src/lib.rs",
         "examples/mock_push_backend.rs",
-        "benches/key_check.rs",
-        "benches/bare_proxy.rs",
         "config/application.yml",
         "config/cod-nps.yml",
         "certificates/README.md",
         "cacerts/README.md",
-    ];
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    needed.extend(manifest_target_files());
 
-    for path in needed {
+    for path in &needed {
+        let path = path.as_str();
         assert!(repo_root().join(path).exists(), "{path} exists");
         assert!(!is_ignored(path), ".dockerignore leaves out {path}");
         assert!(

@@ -72,7 +72,12 @@ impl Prometheus {
         );
         std::fs::write(&config_path, config).expect("failed to write prometheus.yml");
         let addr = free_addr();
-        let log_path = test_logs_dir().join(format!("prometheus-{}.log", addr.port()));
+        // A folder of its own: scripts/check-test-logs.py reads the gateway
+        // logs in test-logs for keys, and Prometheus's log holds no request.
+        let log_dir = test_logs_dir().join("prometheus");
+        std::fs::create_dir_all(&log_dir)
+            .unwrap_or_else(|err| panic!("failed to create {}: {err}", log_dir.display()));
+        let log_path = log_dir.join(format!("prometheus-{}.log", addr.port()));
         let log = File::create(&log_path)
             .unwrap_or_else(|err| panic!("failed to create {}: {err}", log_path.display()));
         let log_for_stderr = log.try_clone().expect("failed to duplicate the log handle");
