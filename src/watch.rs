@@ -18,7 +18,7 @@
 //! a valid file loads. Replace files with a rename to avoid that.
 
 use std::collections::BTreeSet;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::config::MAX_FILE_BYTES;
 use crate::metrics::ReloadTrigger;
 use crate::reload::SnapshotStore;
 use crate::reload_actions::reload_and_forward;
@@ -181,11 +182,19 @@ async fn settle(changes: &Notify) {
     }
 }
 
-/// Returns the SHA-256 of the file's bytes, read in chunks.
+/// Returns the SHA-256 of the file's bytes, read in chunks. Like the config
+/// loader, it reads regular files only and no more than the loader would,
+/// so a FIFO or a device at the path cannot hang the watch.
 fn file_digest(path: &Path) -> io::Result<[u8; 32]> {
-    let mut file = std::fs::File::open(path)?;
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the config path is not a regular file",
+        ));
+    }
+    let file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher)?;
+    io::copy(&mut file.take(MAX_FILE_BYTES + 1), &mut hasher)?;
     Ok(hasher.finalize().into())
 }
 
@@ -308,77 +317,4 @@ fn folders_of(path: &Path) -> BTreeSet<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reading_is_no_change() {
-        assert!(!is_change(&EventKind::Access(AccessKind::Open(
-            AccessMode::Any
-        ))));
-        assert!(!is_change(&EventKind::Access(AccessKind::Close(
-            AccessMode::Read
-        ))));
-        assert!(is_change(&EventKind::Access(AccessKind::Close(
-            AccessMode::Write
-        ))));
-        assert!(is_change(&EventKind::Create(
-            notify::event::CreateKind::File
-        )));
-        assert!(is_change(&EventKind::Remove(
-            notify::event::RemoveKind::Any
-        )));
-    }
-
-    #[test]
-    fn folders_follow_symlinks() {
-        let root = tempfile::tempdir().unwrap();
-        let real = root.path().join("real");
-        std::fs::create_dir(&real).unwrap();
-        std::fs::write(real.join("keygate.yml"), "allowedClients: []\n").unwrap();
-        let link = root.path().join("keygate.yml");
-        std::os::unix::fs::symlink(real.join("keygate.yml"), &link).unwrap();
-
-        let folders = folders_of(&link);
-        let root_folder = std::fs::canonicalize(root.path()).unwrap();
-        assert!(folders.contains(root.path()), "{folders:?}");
-        assert!(folders.contains(&root_folder.join("real")), "{folders:?}");
-    }
-
-    #[test]
-    fn missing_file_keeps_its_folder() {
-        let folders = folders_of(Path::new("/nonexistent/keygate.yml"));
-        assert_eq!(
-            folders.into_iter().collect::<Vec<_>>(),
-            [PathBuf::from("/nonexistent")]
-        );
-    }
-
-    #[tokio::test]
-    async fn settle_waits_for_quiet() {
-        let changes = Notify::new();
-        let started = Instant::now();
-        settle(&changes).await;
-        let elapsed = started.elapsed();
-        assert!(elapsed >= DEBOUNCE, "{elapsed:?}");
-        assert!(elapsed < MAX_DEBOUNCE, "{elapsed:?}");
-    }
-
-    #[tokio::test]
-    async fn settle_stops_at_max_wait() {
-        let changes = Arc::new(Notify::new());
-        let noisy = Arc::clone(&changes);
-        let noise = tokio::spawn(async move {
-            loop {
-                noisy.notify_one();
-                tokio::time::sleep(DEBOUNCE / 5).await;
-            }
-        });
-        let started = Instant::now();
-        settle(&changes).await;
-        let elapsed = started.elapsed();
-        noise.abort();
-        assert!(elapsed >= MAX_DEBOUNCE, "{elapsed:?}");
-        assert!(elapsed < MAX_DEBOUNCE + DEBOUNCE, "{elapsed:?}");
-    }
-}
+mod tests;

@@ -200,6 +200,19 @@ fn snippet_key(snippet: &str, client_id: &str) -> String {
         .to_string()
 }
 
+/// Reads `field` of a one-line `keys` item such as `- key: ...`. The value
+/// may be quoted, because the snippet quotes keys that YAML could misread.
+fn item_field(line: &str, field: &str) -> String {
+    let items: Vec<std::collections::BTreeMap<String, String>> = serde_yaml::from_str(line)
+        .unwrap_or_else(|err| panic!("{line:?} is not a YAML list item: {err}"));
+    assert_eq!(items.len(), 1, "{line:?}");
+    let Some(value) = items[0].get(field) else {
+        panic!("{line:?} has no {field}");
+    };
+    assert_eq!(items[0].len(), 1, "{line:?} has more than {field}");
+    value.clone()
+}
+
 #[test]
 fn rotate_gives_extra_key() {
     let mock = MockBackend::start();
@@ -245,7 +258,7 @@ fn rotate_gives_extra_key() {
     assert_eq!(lines.len(), 3, "{snippet}");
     assert!(lines[1].starts_with("# "), "{snippet}");
     let new_key = snippet_key(&snippet, "karolin");
-    assert_eq!(lines[2], format!("- key: {new_key}"), "{snippet}");
+    assert_eq!(item_field(lines[2], "key"), new_key, "{snippet}");
 
     let hashed = request(
         gateway.addr(),
@@ -322,5 +335,5 @@ fn cli_rotate_prints_item() {
     let key = snippet_key(&snippet, "karolin");
     let lines: Vec<&str> = snippet.lines().collect();
     assert_eq!(lines.len(), 3, "{snippet}");
-    assert_eq!(lines[2], format!("- key: {key}"));
+    assert_eq!(item_field(lines[2], "key"), key, "{snippet}");
 }

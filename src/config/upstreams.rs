@@ -132,9 +132,11 @@ impl<'de> Visitor<'de> for EntryVisitor {
                         "{name} is written twice in one upstream entry"
                     )))
                 }
-                other => return Err(de::Error::custom(format!(
+                other => {
+                    return Err(de::Error::custom(format!(
                     "unknown setting {other:?} in an upstream entry; an entry has url and weight"
-                ))),
+                )))
+                }
             }
         }
         let Some(url) = url else {

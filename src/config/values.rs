@@ -27,6 +27,14 @@ const RESERVED_HEADERS: &[&str] = &[
     "upgrade",
     "host",
     "content-length",
+    // Credentials and forwarding headers: a request id or identity there
+    // would log credentials or let clients spoof hops.
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
 ];
 
 /// Implements `Deserialize` for a type with a `parse(&str) -> Result<Self, String>`.
@@ -182,7 +190,16 @@ impl UpstreamUrl {
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!(
-                "invalid upstream URL {text:?}: remove the path; keygate forwards each request's own path unchanged"
+                "invalid upstream URL {text:?}: remove the path and query; keygate forwards each request's own path unchanged"
+            ));
+        }
+        let after_host = authority
+            .as_str()
+            .rsplit_once(']')
+            .map_or(authority.as_str(), |(_, tail)| tail);
+        if after_host.contains(':') && authority.port_u16().is_none() {
+            return Err(format!(
+                "invalid upstream URL {text:?}: the port must be a number from 1 to 65535"
             ));
         }
         let host = authority
@@ -220,11 +237,23 @@ impl AdminNet {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if let Ok(net) = text.parse::<IpNet>() {
-            return Ok(AdminNet(net.trunc()));
+            return Ok(AdminNet(as_ipv4_if_mapped(net.trunc())));
         }
-        text.parse::<IpAddr>().map(|addr| AdminNet(IpNet::from(addr))).map_err(|_| {
+        text.parse::<IpAddr>().map(|addr| AdminNet(as_ipv4_if_mapped(IpNet::from(addr)))).map_err(|_| {
             format!("invalid network {text:?}: write an address or a CIDR block, like \"127.0.0.1/32\" or \"::1/128\"")
         })
+    }
+}
+
+/// Reads an IPv4-mapped IPv6 block (`::ffff:127.0.0.1/128`) as the IPv4 block it
+/// means, because peer addresses are compared in their IPv4 form.
+fn as_ipv4_if_mapped(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -244,7 +273,9 @@ impl ForwardedHeader {
                 "invalid header name {text:?}: use letters, digits and '-', like \"X-Client-Id\""
             )
         })?;
-        if RESERVED_HEADERS.contains(&name.as_str()) {
+        // Some backends read `_` as `-`, so `x_api_key` is as reserved as `x-api-key`.
+        let folded = name.as_str().replace('_', "-");
+        if RESERVED_HEADERS.contains(&folded.as_str()) {
             return Err(format!(
                 "header name {text:?} is not allowed here: it is the key header, a hop-by-hop header or a framing header"
             ));
@@ -342,6 +373,8 @@ mod tests {
         assert!(UpstreamUrl::parse("http://backend/nps").is_err());
         assert!(UpstreamUrl::parse("http://user:pw@backend").is_err());
         assert!(UpstreamUrl::parse("127.0.0.1:20280").is_err());
+        assert!(UpstreamUrl::parse("http://127.0.0.1:99999").is_err());
+        assert!(UpstreamUrl::parse("http://backend?x=1").is_err());
     }
 
     #[test]
@@ -356,6 +389,13 @@ mod tests {
         );
         assert_eq!(AdminNet::parse("::1/128").unwrap().0.to_string(), "::1/128");
         assert!(AdminNet::parse("localhost").is_err());
+        assert_eq!(
+            AdminNet::parse("::ffff:127.0.0.1/128")
+                .unwrap()
+                .0
+                .to_string(),
+            "127.0.0.1/32"
+        );
     }
 
     #[test]
@@ -404,5 +444,30 @@ mod tests {
         assert!(serde_yaml::from_str::<Threads>("0").is_err());
         assert!(serde_yaml::from_str::<Threads>("-1").is_err());
         assert!(serde_yaml::from_str::<Threads>("many").is_err());
+    }
+
+    #[test]
+    fn reserved_header_spellings() {
+        for name in [
+            "x_api_key",
+            "Authorization",
+            "Cookie",
+            "X-Forwarded-For",
+            "forwarded",
+        ] {
+            assert!(
+                ForwardedHeader::parse(name).is_err(),
+                "{name} must be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn upstream_port_and_query_rejected() {
+        let port = UpstreamUrl::parse("http://127.0.0.1:99999").unwrap_err();
+        assert!(port.contains("1 to 65535"), "{port}");
+        let query = UpstreamUrl::parse("http://backend?x=1").unwrap_err();
+        assert!(query.contains("query"), "{query}");
+        assert_eq!(UpstreamUrl::parse("http://[::1]:9000").unwrap().port, 9000);
     }
 }
