@@ -264,14 +264,15 @@ impl FileWatch {
         let Some(watcher) = self.watcher.as_mut() else {
             return;
         };
-        let wanted = folders_of(&self.path);
-        for folder in self.folders.difference(&wanted) {
+        let target_folders = folders_of(&self.path);
+        for folder in self.folders.difference(&target_folders) {
             // The folder may be gone already, which ends its watch anyway.
             let _ = watcher.unwatch(folder);
         }
-        self.folders.retain(|folder| wanted.contains(folder));
-        self.failed.retain(|folder| wanted.contains(folder));
-        for folder in wanted {
+        self.folders
+            .retain(|folder| target_folders.contains(folder));
+        self.failed.retain(|folder| target_folders.contains(folder));
+        for folder in target_folders {
             if self.folders.contains(&folder) {
                 continue;
             }
