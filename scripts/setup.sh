@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install what a Debian machine needs to build and test keygate.
 #
-# Installs a C compiler (build-essential), cmake, pkg-config, curl and
-# ca-certificates, each only when it is missing, through apt-get. Some of
-# pingora's dependencies compile C code, and libz-ng-sys builds zlib-ng with
-# cmake. Safe to run again: when nothing is missing, it does not call apt-get.
+# Installs a C compiler (build-essential), cmake, pkg-config, curl,
+# ca-certificates and testssl.sh, each only when it is missing, through
+# apt-get. Some of pingora's dependencies compile C code, and libz-ng-sys
+# builds zlib-ng with cmake. tests/tls_testssl.rs runs testssl.sh against
+# the TLS listener. Safe to run again: when nothing is missing, it does not call apt-get.
 # Finally checks that cargo is on PATH, because this script does not install
 # the Rust toolchain.
 set -euo pipefail
@@ -45,6 +46,14 @@ require_command make build-essential
 require_command cmake cmake
 require_command pkg-config pkg-config
 require_command curl curl
+
+# Debian's testssl.sh package installs the command as `testssl`.
+if command -v testssl >/dev/null 2>&1 || command -v testssl.sh >/dev/null 2>&1; then
+    log "found testssl.sh"
+else
+    log "missing testssl.sh (package testssl.sh)"
+    add_package testssl.sh
+fi
 
 # ca-certificates ships no command, so look for the bundle it installs.
 ca_bundle=/etc/ssl/certs/ca-certificates.crt

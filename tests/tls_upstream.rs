@@ -40,7 +40,11 @@ fn verified_backend_gets_requests() {
     for round in 0..3 {
         let response = push(&gateway, "karolin");
         assert_eq!(response.status, 404, "round {round}: {}", response.text());
-        assert!(response.text().contains("is not known"), "{}", response.text());
+        assert!(
+            response.text().contains("is not known"),
+            "{}",
+            response.text()
+        );
     }
     let received = mock.wait_for_requests(3, Duration::from_secs(5));
     assert_eq!(received[0].header("x-client-id"), Some("karolin"));
@@ -58,7 +62,11 @@ fn check_refused(mock: &MockBackend, gateway: &Gateway, case: &str, reason: &str
         "the backend could not be reached or broke the connection",
         "{case}"
     );
-    assert_eq!(pushes_received(mock), 0, "{case}: the push reached the backend");
+    assert_eq!(
+        pushes_received(mock),
+        0,
+        "{case}: the push reached the backend"
+    );
     assert!(
         gateway.wait_for_log(TLS_FAILURE_LINE, Duration::from_secs(5)),
         "{case}: no log line:\n{}",
@@ -100,7 +108,12 @@ fn backend_for_another_host_refused() {
     let mock = MockBackend::start_tls(&server.cert_pem, &server.key_pem);
     let dir = PemDir::new();
     let gateway = gateway_for(&mock, &dir, Some(&ca.cert_pem));
-    check_refused(&mock, &gateway, "wrong host", "certificate not valid for name");
+    check_refused(
+        &mock,
+        &gateway,
+        "wrong host",
+        "certificate not valid for name",
+    );
 }
 
 #[test]
@@ -209,7 +222,12 @@ fn refresh_with_new_ca_drops_pooled_connections() {
     assert_eq!(refresh.text().trim(), "[\"gateway\"]");
 
     let response = push(&gateway, "karolin");
-    assert_eq!(response.status, 502, "a pooled connection was reused: {}", response.text());
+    assert_eq!(
+        response.status,
+        502,
+        "a pooled connection was reused: {}",
+        response.text()
+    );
     assert_eq!(pushes_received(&mock), 1);
 
     // And back: the original bundle works again.
