@@ -28,8 +28,8 @@ const X_API_KEY: &str = "x-api-key";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
-/// Prepares a checked request for the backend. `client_tls` tells whether
-/// the client connected over TLS, for `X-Forwarded-Proto`.
+/// Prepares a checked request for the backend. `client_tls` is whether the
+/// client connected over TLS, which sets `X-Forwarded-Proto`.
 ///
 /// # Errors
 ///

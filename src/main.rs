@@ -92,6 +92,7 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+
     let settings = &config.gateway;
     let (material, tls_warnings) = match tls::load_material(settings, config_path) {
         Ok(loaded) => loaded,
@@ -100,31 +101,14 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+
     let listen: Vec<String> = settings.listen.0.iter().map(ToString::to_string).collect();
     println!("config {} is valid", config_path.display());
     println!("  listen:         {}", listen.join(", "));
     println!("  contextPath:    {}", settings.context_path);
     println!("  uriBase:        {}", settings.uri_base);
     println!("  upstream:       {}", settings.upstream);
-    match (&settings.upstream_ca, &material.upstream_ca) {
-        (Some(path), Some(ca)) => println!("  upstreamCa:     {path} ({} certificates)", ca.len()),
-        _ => println!("  upstreamCa:     the system's CA store"),
-    }
-    match (&settings.tls, &material.server) {
-        (Some(files), Some(server)) if server.requires_client_certificate() => println!(
-            "  tls:            {}; client certificates required, signed by {}",
-            files.cert,
-            files
-                .client_ca
-                .as_ref()
-                .map_or_else(String::new, ToString::to_string)
-        ),
-        (Some(files), Some(_)) => println!(
-            "  tls:            {}; no client certificate asked",
-            files.cert
-        ),
-        _ => println!("  tls:            off (plain HTTP/1.1)"),
-    }
+    print_tls_summary(settings, &material);
     match &settings.health_check {
         Some(check) => println!("  healthCheck:    every {}", check.interval),
         None => println!("  healthCheck:    off"),
@@ -138,10 +122,34 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
         settings.metrics.listen.0
     );
     println!("  allowedClients: {}", config.clients.len());
+
     for warning in config.warnings.iter().chain(&tls_warnings) {
         println!("warning: {warning}");
     }
     ExitCode::SUCCESS
+}
+
+/// Prints the `upstreamCa` and `tls` lines of the `check-config` summary.
+fn print_tls_summary(settings: &config::GatewaySettings, material: &tls::TlsMaterial) {
+    match (&settings.upstream_ca, &material.upstream_ca) {
+        (Some(path), Some(ca)) => println!("  upstreamCa:     {path} ({} certificates)", ca.len()),
+        _ => println!("  upstreamCa:     the system's CA store"),
+    }
+    let client_ca = settings
+        .tls
+        .as_ref()
+        .and_then(|files| files.client_ca.as_ref());
+    match (&settings.tls, client_ca) {
+        (Some(files), Some(client_ca)) => println!(
+            "  tls:            {}; client certificates required, signed by {client_ca}",
+            files.cert
+        ),
+        (Some(files), None) => println!(
+            "  tls:            {}; no client certificate requested",
+            files.cert
+        ),
+        (None, _) => println!("  tls:            off (plain HTTP/1.1)"),
+    }
 }
 
 fn generate_client(client_id: &str) -> ExitCode {

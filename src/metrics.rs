@@ -48,7 +48,7 @@ impl RouteLabel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
     Connect,
-    /// The TLS handshake with an `https://` backend failed, mostly on its certificate.
+    /// The TLS handshake with an `https://` backend failed, usually because its certificate did not verify.
     Tls,
     Timeout,
     Reset,

@@ -6,8 +6,8 @@
 //! discarded before the response, so the connection stays open for the next
 //! request. A larger or slower body, or `Expect: 100-continue`, gets
 //! `Connection: close`; the leftover bytes are never parsed as a request.
-//! Over HTTP/2 the same body is read or left unread, but the connection
-//! stays open either way: pingora resets the stream alone.
+//! Over HTTP/2 the same body is read or left unread, and the connection
+//! stays open either way, because an unread body ends with its stream.
 
 use std::time::Duration;
 

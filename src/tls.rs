@@ -45,8 +45,8 @@ impl TlsMaterial {
     ///
     /// # Errors
     ///
-    /// A file is missing, unreadable or holds no valid certificate or key;
-    /// the message names the setting and the file.
+    /// A file is missing, unreadable or contains no valid certificate or
+    /// key. The message names the setting and the file.
     pub fn load(settings: &GatewaySettings) -> Result<(TlsMaterial, Vec<String>), String> {
         let mut warnings = Vec::new();
         let server = match &settings.tls {

@@ -46,11 +46,11 @@ pub struct BackendInfo {
     pub requests: IntCounter,
 }
 
-/// What one snapshot's backend peers share: timeouts and the CAs of `https://` backends.
+/// The settings that one snapshot's backend peers share: timeouts and the CAs of `https://` backends.
 #[derive(Clone)]
 pub struct PeerSettings {
     pub timeouts: PeerTimeouts,
-    /// `gateway.upstreamCa`; `None` verifies `https://` backends against the system's CA store.
+    /// `gateway.upstreamCa`. `None` verifies `https://` backends against the system's CA store.
     pub ca: Option<Arc<UpstreamCa>>,
 }
 
@@ -168,8 +168,8 @@ fn secure_peer(peer: &mut HttpPeer, url: &UpstreamUrl, ca: Option<&UpstreamCa>) 
     }
     peer.scheme = Scheme::HTTPS;
     // An empty SNI makes pingora's rustls connector skip verification
-    // entirely, so the host is always set. It is also the name the
-    // certificate must carry; an IP host must be an IP address in it.
+    // entirely, so the host is always set. It is also the name that the
+    // certificate must carry, as an IP address when the host is one.
     peer.sni = url.host.clone();
     peer.options.verify_cert = true;
     peer.options.verify_hostname = true;

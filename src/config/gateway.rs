@@ -24,9 +24,9 @@ pub struct GatewaySettings {
     pub context_path: RoutePrefix,
     pub uri_base: RoutePrefix,
     pub upstream: UpstreamList,
-    /// The CAs that sign the certificates of `https://` backends; `None` uses the system's CA store.
+    /// The CAs that sign the certificates of `https://` backends. `None` uses the system's CA store.
     pub upstream_ca: Option<PemPath>,
-    /// HTTPS on every listen address; `None` serves plain HTTP/1.1.
+    /// HTTPS on every listen address. `None` serves plain HTTP/1.1.
     pub tls: Option<TlsFiles>,
     /// The active health check of the backends; `None` sends no checks and counts every backend as healthy.
     pub health_check: Option<HealthCheckSettings>,

@@ -17,7 +17,7 @@ pub struct TlsFiles {
     pub cert: PemPath,
     /// The private key of the server certificate in PEM (PKCS#8, PKCS#1 or SEC1).
     pub key: PemPath,
-    /// The CAs that sign client certificates; without it no client certificate is asked for.
+    /// The CAs that sign client certificates. Without it, no client certificate is requested.
     pub client_ca: Option<PemPath>,
 }
 

@@ -1,5 +1,5 @@
-//! What the gateway reads from the client's side of a request: the peer
-//! address, whether the connection is TLS, and the size of the request head.
+//! Facts about the client's side of a request: the peer address, whether
+//! the connection is TLS, and the size of the request head.
 
 use std::net::IpAddr;
 
