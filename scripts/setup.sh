@@ -5,9 +5,15 @@
 # ca-certificates and testssl.sh, each only when it is missing, through
 # apt-get. Some of pingora's dependencies compile C code, and libz-ng-sys
 # builds zlib-ng with cmake. tests/tls_testssl.rs runs testssl.sh against
-# the TLS listener. Safe to run again: when nothing is missing, it does not call apt-get.
-# Finally checks that cargo is on PATH, because this script does not install
-# the Rust toolchain.
+# the TLS listener. The deployment tests (tests/deploy_*.rs) also need
+# docker-compose (to parse docker-compose.yml without a Docker engine),
+# prometheus and promtool, and python3 with venv. Safe to run again: when
+# nothing is missing, it does not call apt-get.
+#
+# Then creates a Python venv at <target dir>/deploy-venv with a pinned
+# kubernetes-validate, which checks deploy/kubernetes/ against the
+# Kubernetes schemas. Finally checks that cargo is on PATH, because this
+# script does not install the Rust toolchain.
 set -euo pipefail
 
 log() {
@@ -46,6 +52,20 @@ require_command make build-essential
 require_command cmake cmake
 require_command pkg-config pkg-config
 require_command curl curl
+require_command docker-compose docker-compose
+require_command prometheus prometheus
+require_command promtool prometheus
+# scripts/check-test-logs.py reads the test logs for leaked keys.
+require_command python3 python3
+
+# The venv below needs python3 with the venv and ensurepip modules, which
+# Debian ships in python3-venv.
+if command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    log "found python3 with venv"
+else
+    log "missing python3 with venv (package python3-venv)"
+    add_package python3-venv
+fi
 
 # Debian's testssl.sh package installs the command as `testssl`.
 if command -v testssl >/dev/null 2>&1 || command -v testssl.sh >/dev/null 2>&1; then
@@ -79,12 +99,48 @@ if ((${#missing_packages[@]} > 0)); then
         as_root=(sudo)
     fi
 
+    # Debian's prometheus package starts its daemon on install, listening on
+    # every interface at port 9090. The tests start their own Prometheus on
+    # loopback, so a policy-rc.d that exits 101 ("action forbidden") keeps
+    # package scripts from starting services during this install. An
+    # existing policy-rc.d belongs to the machine's admin and is left alone.
+    policy_rc=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy_rc ]]; then
+        log "writing a temporary $policy_rc so that no installed service starts"
+        printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy_rc" >/dev/null
+        "${as_root[@]}" chmod 755 "$policy_rc"
+        trap '"${as_root[@]}" rm -f -- "$policy_rc"' EXIT
+    fi
+
     log "installing ${missing_packages[*]}"
     "${as_root[@]}" apt-get update
+    # Another apt-get (an unattended upgrade, say) may hold the dpkg lock;
+    # wait for it up to 5 minutes before failing.
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends "${missing_packages[@]}"
+        apt-get install -y --no-install-recommends -o DPkg::Lock::Timeout=300 \
+        "${missing_packages[@]}"
 else
     log "all build packages are present, nothing to install"
+fi
+
+# The venv lives in cargo's target folder, where the deployment tests look
+# for it. A relative CARGO_TARGET_DIR is relative to the repository root,
+# as it is for cargo run from there.
+repo_root=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$repo_root/$target_dir
+deploy_venv=$target_dir/deploy-venv
+kubernetes_validate_version=1.37.0
+
+installed_version=$("$deploy_venv/bin/python" -c \
+    'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null || true)
+if [[ $installed_version == "$kubernetes_validate_version" ]]; then
+    log "found kubernetes-validate $installed_version in $deploy_venv"
+else
+    log "installing kubernetes-validate $kubernetes_validate_version into $deploy_venv"
+    python3 -m venv "$deploy_venv"
+    "$deploy_venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "kubernetes-validate==$kubernetes_validate_version"
 fi
 
 if command -v cargo >/dev/null 2>&1; then

@@ -11,8 +11,9 @@ Runs wrk against four contenders on 127.0.0.1, each with one worker:
 the backend directly, nginx as a key-checking proxy, a bare pingora proxy,
 and keygate. Prints requests/s, p50 and p99 latency and the CPU time per
 request of each run, then the keygate/bare and keygate/nginx ratios per
-round and their medians. Then the same for the 403 path (wrong key) and
-for a config with many clients, and keygate's peak resident memory.
+round and their medians. Then the same for the 403 path (wrong key), for
+a config with many clients and for keygate with a per-client rate limit
+that is never reached, and keygate's peak resident memory.
 
 Options:
   --duration SECONDS  length of each measured run (default 10)
@@ -32,6 +33,10 @@ EOF
 readonly CONNECTIONS=64
 readonly WRK_THREADS=1
 readonly WARMUP_SECONDS=2
+# The largest per-client rateLimit keygate accepts. The load sends far
+# fewer requests a second, so no request is rejected and the comparison
+# measures only the cost of checking the bucket.
+readonly UNREACHED_RATE_LIMIT="1000000/s"
 duration=10
 rounds=3
 many_clients=100000
@@ -96,7 +101,7 @@ trap 'exit 143' TERM
 
 # --------------------------------------------------------------- start
 
-mapfile -t ports < <(pick_ports 8)
+mapfile -t ports < <(pick_ports 10)
 backend_port="${ports[0]}"
 nginx_port="${ports[1]}"
 nginx_many_port="${ports[2]}"
@@ -105,6 +110,8 @@ keygate_port="${ports[4]}"
 keygate_metrics_port="${ports[5]}"
 keygate_many_port="${ports[6]}"
 keygate_many_metrics_port="${ports[7]}"
+keygate_limited_port="${ports[8]}"
+keygate_limited_metrics_port="${ports[9]}"
 
 if (( many_clients % 1000 == 0 )); then
     many_label="$((many_clients / 1000))k"
@@ -114,11 +121,13 @@ fi
 
 echo "keygate load comparison on $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "$("$nginx_bin" -v 2>&1), $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
-echo "generating configs: 1 client and $many_clients clients"
+echo "generating configs: 1 client, $many_clients clients, 1 client with rateLimit $UNREACHED_RATE_LIMIT"
 python3 "$script_dir/gen_clients.py" "$work" one 1 \
     "$keygate_port" "$keygate_metrics_port" "$backend_port"
 python3 "$script_dir/gen_clients.py" "$work" many "$many_clients" \
     "$keygate_many_port" "$keygate_many_metrics_port" "$backend_port"
+python3 "$script_dir/gen_clients.py" --rate-limit "$UNREACHED_RATE_LIMIT" "$work" limited 1 \
+    "$keygate_limited_port" "$keygate_limited_metrics_port" "$backend_port"
 
 backend_server_block >"$work/backend.server"
 proxy_server_block >"$work/proxy.server"
@@ -138,6 +147,8 @@ start keygate INT "$keygate_bin" --config "$work/one.keygate.yml"
 keygate_pid=$started_pid
 start "keygate-$many_label" INT "$keygate_bin" --config "$work/many.keygate.yml"
 keygate_many_pid=$started_pid
+start keygate-limit INT "$keygate_bin" --config "$work/limited.keygate.yml"
+keygate_limited_pid=$started_pid
 
 wait_for_port backend "$backend_pid" "$backend_port"
 wait_for_port nginx "$nginx_pid" "$nginx_port"
@@ -145,6 +156,7 @@ wait_for_port "nginx-$many_label" "$nginx_many_pid" "$nginx_many_port"
 wait_for_port bare "$bare_pid" "$bare_port"
 wait_for_port keygate "$keygate_pid" "$keygate_port"
 wait_for_port "keygate-$many_label" "$keygate_many_pid" "$keygate_many_port"
+wait_for_port keygate-limit "$keygate_limited_pid" "$keygate_limited_port"
 
 # Peak memory after start-up and before any load. It includes parsing the config.
 keygate_start_hwm="$(memory_kb "$keygate_pid" VmHWM)"
@@ -179,6 +191,7 @@ warm_up "nginx 403" "$nginx_port" "$work/one.bad.lua" 403
 warm_up "keygate 403" "$keygate_port" "$work/one.bad.lua" 403
 warm_up "nginx-$many_label" "$nginx_many_port" "$work/many.good.lua" 200
 warm_up "keygate-$many_label" "$keygate_many_port" "$work/many.good.lua" 200
+warm_up keygate-limit "$keygate_limited_port" "$work/limited.good.lua" 200
 
 cat <<'EOF'
 
@@ -207,6 +220,10 @@ run_section many "good path, $many_clients configured clients" \
     "keygate-$many_label $keygate_many_port $work/many.good.lua $keygate_many_pid" \
     "keygate $keygate_port $work/one.good.lua $keygate_pid"
 
+run_section ratelimit "good path, 1 client, rateLimit $UNREACHED_RATE_LIMIT against none" \
+    "keygate-limit $keygate_limited_port $work/limited.good.lua $keygate_limited_pid" \
+    "keygate $keygate_port $work/one.good.lua $keygate_pid"
+
 # ------------------------------------------------------------- summary
 
 echo
@@ -214,7 +231,8 @@ echo "== ratios per round (above 1: the numerator serves more requests/s or spen
 python3 "$script_dir/report.py" "$results" \
     good:keygate/bare good:keygate/nginx good:bare/nginx \
     forbidden:keygate/nginx \
-    "many:keygate-$many_label/nginx-$many_label" "many:keygate-$many_label/keygate"
+    "many:keygate-$many_label/nginx-$many_label" "many:keygate-$many_label/keygate" \
+    ratelimit:keygate-limit/keygate
 
 echo
 echo "== keygate memory (kB; VmHWM is the peak resident set size)"
@@ -236,12 +254,18 @@ awk -v one="$keygate_hwm" -v many="$keygate_many_hwm" -v n="$many_clients" \
 
 echo
 echo "== keygate's own counts"
-for contender in "keygate $keygate_metrics_port" "keygate-$many_label $keygate_many_metrics_port"; do
+for contender in "keygate $keygate_metrics_port" "keygate-$many_label $keygate_many_metrics_port" \
+    "keygate-limit $keygate_limited_metrics_port"; do
     read -r label port <<<"$contender"
     echo "  $label metrics:"
-    curl -s "http://127.0.0.1:$port/metrics" |
-        grep -E '^keygate_(requests_total|upstream_errors_total|auth_failures_total)' |
-        sed 's/^/    /' || echo "    (none)"
+    metrics="$(curl -s "http://127.0.0.1:$port/metrics")"
+    grep -E '^keygate_(requests_total|upstream_errors_total|auth_failures_total|rate_limited_total)' \
+        <<<"$metrics" | sed 's/^/    /' || echo "    (none)"
+    rate_limited="$(awk '/^keygate_rate_limited_total/ { sum += $NF } END { print sum + 0 }' <<<"$metrics")"
+    if [[ "$rate_limited" != 0 ]]; then
+        echo "  WARNING: $label rejected $rate_limited requests with 429; the rate limit was reached"
+        warnings=$((warnings + 1))
+    fi
     echo "  $label log: $(wc -l <"$work/$label.log") lines," \
         "$(grep -c -E 'WARN|ERROR' "$work/$label.log" || true) at warn or error"
 done

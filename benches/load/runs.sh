@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # Functions that compare.sh sources to run wrk and read the CPU time and
-# memory of the servers. They use compare.sh's variables: work, duration,
-# rounds, results, warnings, keep, backend_pid, clk_tck, script_dir,
-# CONNECTIONS, WRK_THREADS and WARMUP_SECONDS.
+# memory of the servers. reload.sh uses cpu_ticks and memory_kb too. They
+# use compare.sh's variables: work, duration, rounds, results, warnings,
+# keep, backend_pid, clk_tck, script_dir, CONNECTIONS, WRK_THREADS and
+# WARMUP_SECONDS.
 
 # Prints the CPU time in clock ticks (utime + stime) of PID and its
 # children, which for nginx are the master and its worker.

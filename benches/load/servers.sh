@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# Functions that compare.sh sources to install its tools and to start,
-# configure and stop its servers. They use compare.sh's variables: work,
-# keep, pids, stop_signals, nginx_bin and CONNECTIONS.
+# Functions that compare.sh and reload.sh source to install their tools and
+# to start, configure and stop their servers. They use the sourcing script's
+# variables: work, keep, pids, stop_signals, nginx_bin and CONNECTIONS.
 
 # Installs the missing packages. apt-get update runs only when the first
 # install attempt fails, which is the case on a machine with no package lists.
@@ -97,13 +97,13 @@ wait_for_port() {
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
         if ! kill -0 "$pid" 2>/dev/null; then
             keep=1
-            echo "compare.sh: $name exited during start-up; see $work/$name.log" >&2
+            echo "${0##*/}: $name exited during start-up; see $work/$name.log" >&2
             exit 1
         fi
         tries=$((tries + 1))
         if (( tries > 600 )); then
             keep=1
-            echo "compare.sh: $name did not listen on 127.0.0.1:$port within 60 s" >&2
+            echo "${0##*/}: $name did not listen on 127.0.0.1:$port within 60 s" >&2
             exit 1
         fi
         sleep 0.1
