@@ -27,7 +27,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{GatewaySettings, PemPath, TlsFiles};
 
-/// The largest PEM file keygate reads; a bigger one is almost certainly the wrong file.
+/// The largest PEM file keygate reads. A bigger one is almost certainly the wrong file.
 const MAX_PEM_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The TLS material of one config load.
@@ -147,7 +147,7 @@ impl ServerTls {
     /// pingora rejects the settings.
     pub fn listener_settings(&self) -> Result<TlsSettings, String> {
         // The certificate is handed over loaded, so pingora reads no file
-        // itself; its own loader panics on a bad file.
+        // itself, because its own loader panics on a bad file.
         let mut settings = TlsSettings::intermediate("", "")
             .map_err(|err| format!("cannot set up the TLS listener: {err}"))?;
         let resolver = SingleCertAndKey::from(Arc::clone(&self.certified_key));

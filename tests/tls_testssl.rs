@@ -1,6 +1,6 @@
-//! The TLS listener as testssl.sh sees it: no protocol below TLS 1.2 is
-//! offered, and no weak cipher. testssl.sh checks from the outside what
-//! pingora's rustls listener promises in its source.
+//! The TLS listener checked from the outside by testssl.sh: no protocol
+//! below TLS 1.2 is offered, and no weak cipher. pingora's rustls listener
+//! chooses both, not keygate's code, so only an outside check shows them.
 //!
 //! testssl.sh comes from the Debian package `testssl.sh`, which
 //! scripts/setup.sh installs. It runs against 127.0.0.1 only, with DNS
@@ -16,7 +16,7 @@ use common::tls::{path_text, PemDir, TestCa};
 use common::{ConfigBuilder, Gateway, MockBackend};
 use serde_json::Value;
 
-/// Maximum time one testssl.sh run may take; `-p -s` takes well under a minute.
+/// Maximum time one testssl.sh run may take. `-p -s` took 15 to 40 s in test runs.
 const TESTSSL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Protocols that must not be offered, by their testssl.sh finding id.
@@ -122,7 +122,7 @@ fn finding<'a>(findings: &'a [Value], id: &str) -> &'a str {
 }
 
 #[test]
-fn testssl_finds_no_old_protocol_or_weak_cipher() {
+fn testssl_reports_only_strong_tls() {
     let mock = MockBackend::start();
     let ca = TestCa::new("keygate test CA");
     let server = ca.server(&["localhost", "127.0.0.1"]);

@@ -213,7 +213,7 @@ fn refresh_with_new_ca_drops_pooled_connections() {
     let response = push(&gateway, "karolin");
     assert_eq!(response.status, 404, "{}", response.text());
 
-    // The pooled connection was verified against the old bundle; after the
+    // The pooled connection was verified against the old bundle. After the
     // refresh only the new bundle counts, so the backend is refused.
     let other = TestCa::new("another CA");
     dir.write("upstream.pem", &other.cert_pem);

@@ -1,6 +1,6 @@
 //! The TLS settings of the `gateway` section: `tls` for the listeners and
-//! `upstreamCa` for `https://` backends. The config holds only the file
-//! paths; [`crate::tls`] reads the files.
+//! `upstreamCa` for `https://` backends. The config contains only the file
+//! paths, and [`crate::tls`] reads the files.
 
 use std::fmt;
 use std::path::PathBuf;
