@@ -4,8 +4,9 @@
 //!
 //! The files are read whenever the config loads (start, `check-config` and
 //! every refresh), so a missing or broken file is a config error that names
-//! it. The listeners take their certificate at start only: pingora's rustls
-//! listener has no way to swap it, so a new certificate needs a restart.
+//! it. The listeners take their certificate at start only, because pingora
+//! builds each TLS listener's settings once, so a new certificate needs a
+//! restart.
 
 mod upstream_ca;
 
