@@ -140,6 +140,16 @@ impl ProxyHttp for Gateway {
             return self.respond(session, ctx, &snapshot, response).await;
         }
 
+        // HTTP/1.1 requires a Host header (RFC 9112 section 3.2).
+        let header = session.req_header();
+        if header.version == http::Version::HTTP_11
+            && !header.headers.contains_key(http::header::HOST)
+        {
+            let response =
+                LocalResponse::error(StatusCode::BAD_REQUEST, "the request has no Host header");
+            return self.respond(session, ctx, &snapshot, response).await;
+        }
+
         match snapshot.routes.classify(session.req_header().uri.path()) {
             Route::Proxy => self.check(session, ctx, &snapshot).await,
             Route::Refresh => {

@@ -47,8 +47,10 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) -> Result<(), String> {
     let settings = snapshot.settings.clone();
     let mut conf = ServerConf::default();
     conf.threads = settings.threads.resolve();
-    conf.grace_period_seconds = Some(0);
-    conf.graceful_shutdown_timeout_seconds = Some(GRACEFUL_SHUTDOWN_SECONDS);
+    // On SIGTERM pingora stops accepting, then waits the grace period while
+    // requests in flight finish, then cancels what is left.
+    conf.grace_period_seconds = Some(GRACEFUL_SHUTDOWN_SECONDS);
+    conf.graceful_shutdown_timeout_seconds = Some(1);
     // One more try: on another backend after a failed connect, or for an
     // idempotent request on a pooled connection the backend had closed.
     conf.max_retries = 2;

@@ -835,3 +835,18 @@ fn paths_hiding_structure_get_400() {
         "paths with dot segments or encoded separators must never reach the backend"
     );
 }
+
+#[test]
+fn request_without_host_rejected() {
+    let mock = MockBackend::start();
+    let gateway = start_gateway(mock.addr(), |builder| builder);
+    let key = good_api_key();
+
+    let mut conn = Conn::connect(gateway.addr());
+    conn.send(
+        format!("GET /nps/rest/push/p1 HTTP/1.1\r\nx-api-key: {key}\r\n\r\n").as_bytes(),
+    );
+    let response = conn.read_response();
+    assert_eq!(response.status, 400, "HTTP/1.1 without Host must get 400");
+    assert!(mock.requests().is_empty(), "a request without Host must not be forwarded");
+}

@@ -144,7 +144,9 @@ impl<'de> Visitor<'de> for EntryVisitor {
 fn unknown_setting(name: &str) -> String {
     let shown = name.len() <= 24 && name.chars().all(|c| c.is_ascii_alphabetic());
     if shown {
-        format!("unknown setting {name:?} in a client entry; an entry has clientId, key and rateLimit")
+        format!(
+            "unknown setting {name:?} in a client entry; an entry has clientId, key and rateLimit"
+        )
     } else {
         "unknown setting in a client entry (its name is not shown, as it may be a key); an entry has clientId, key and rateLimit".into()
     }

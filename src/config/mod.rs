@@ -67,7 +67,7 @@ impl ConfigError {
             file: file.to_path_buf(),
             line: None,
             column: None,
-            message,
+            message: redact_secrets(&message),
         }
     }
 
@@ -88,9 +88,38 @@ impl ConfigError {
             file: file.to_path_buf(),
             line,
             column,
-            message,
+            message: redact_secrets(&message),
         }
     }
+}
+
+/// The shortest run of base64 or hex characters that an error message never repeats.
+const REDACT_MIN_CHARS: usize = 32;
+
+/// Replaces long runs of base64 or hex characters in an error message.
+///
+/// Parser messages quote the text they could not read. When a key or an
+/// `x-api-key` value sits in the wrong place (a field name, a plain list item,
+/// a clientId), the message would quote it into logs and refresh responses.
+fn redact_secrets(message: &str) -> String {
+    let is_secret_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let mut redacted = String::with_capacity(message.len());
+    let mut run = String::new();
+    for c in message.chars().chain(std::iter::once(' ')) {
+        if is_secret_char(c) {
+            run.push(c);
+            continue;
+        }
+        if run.len() >= REDACT_MIN_CHARS {
+            redacted.push_str("<redacted>");
+        } else {
+            redacted.push_str(&run);
+        }
+        run.clear();
+        redacted.push(c);
+    }
+    redacted.pop();
+    redacted
 }
 
 /// Reads and checks the config file at `path`.
@@ -99,20 +128,31 @@ impl ConfigError {
 ///
 /// A file that cannot be read, is not valid YAML, or breaks a rule.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let size = std::fs::metadata(path)
-        .map_err(|err| {
-            ConfigError::without_place(path, format!("cannot read the config file: {err}"))
-        })?
-        .len();
-    if size > MAX_FILE_BYTES {
+    use std::io::Read;
+
+    let unreadable = |err: std::io::Error| {
+        ConfigError::without_place(path, format!("cannot read the config file: {err}"))
+    };
+    // Devices and FIFOs report no size and may never end, so only regular files are read.
+    let metadata = std::fs::metadata(path).map_err(unreadable)?;
+    if !metadata.is_file() {
         return Err(ConfigError::without_place(
             path,
-            format!("the config file is {size} bytes; the maximum is {MAX_FILE_BYTES}"),
+            "the config path is not a regular file; point --config at a YAML file".into(),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        ConfigError::without_place(path, format!("cannot read the config file: {err}"))
-    })?;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(unreadable)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(unreadable)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(ConfigError::without_place(
+            path,
+            format!("the config file is larger than the maximum of {MAX_FILE_BYTES} bytes"),
+        ));
+    }
     parse(&text, path)
 }
 
@@ -181,6 +221,14 @@ impl<'de> Visitor<'de> for FileVisitor {
                     .trim_end()
                     .to_string(),
             };
+            let misspelt = ["gateway", "allowedClients"]
+                .into_iter()
+                .find(|known| known.eq_ignore_ascii_case(&name) && *known != name);
+            if let Some(known) = misspelt {
+                return Err(de::Error::custom(format!(
+                    "top-level key {name:?} is not {known:?}; keys are case-sensitive"
+                )));
+            }
             if file.top_level.iter().any(|(seen, _)| *seen == name) {
                 return Err(de::Error::custom(format!(
                     "top-level key {name:?} is written twice"

@@ -312,3 +312,49 @@ fn rate_limit_change_changes_fingerprint() {
         "a refresh must report allowedClients as changed"
     );
 }
+
+#[test]
+fn misplaced_key_redacted_in_errors() {
+    let cases = [
+        format!("allowedClients:\n  - karolin:{KEY}\n"),
+        format!("allowedClients: {KEY}\n"),
+        format!("gateway:\n  {KEY}: 1\nallowedClients: []\n"),
+        format!("allowedClients:\n  - clientId: karolin {KEY}\n    key: {KEY}\n"),
+    ];
+    for text in cases {
+        let err = error_of(&text);
+        assert!(
+            !err.to_string().contains(KEY),
+            "the key must not appear: {err}"
+        );
+        assert!(
+            err.to_string().contains("<redacted>"),
+            "the error must say what it hid: {err}"
+        );
+    }
+}
+
+#[test]
+fn short_words_kept_in_errors() {
+    assert_eq!(
+        redact_secrets("unknown field `upstrem`"),
+        "unknown field `upstrem`"
+    );
+    assert_eq!(redact_secrets(&format!("x {KEY}: y")), "x <redacted>: y");
+}
+
+#[test]
+fn non_regular_file_rejected() {
+    let err = load(Path::new("/dev/zero")).unwrap_err();
+    assert!(err.message.contains("not a regular file"), "{err}");
+    let dir = load(Path::new("/tmp")).unwrap_err();
+    assert!(dir.message.contains("not a regular file"), "{dir}");
+}
+
+#[test]
+fn top_level_case_typo_rejected() {
+    let err = error_of("Gateway:\n  threads: 1\nallowedClients: []\n");
+    assert!(err.message.contains("case-sensitive"), "{err}");
+    let clients = error_of("allowedclients: []\n");
+    assert!(clients.message.contains("case-sensitive"), "{clients}");
+}

@@ -43,7 +43,16 @@ impl UpstreamUrl {
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!(
-                "invalid upstream URL {text:?}: remove the path; keygate forwards each request's own path unchanged"
+                "invalid upstream URL {text:?}: remove the path and query; keygate forwards each request's own path unchanged"
+            ));
+        }
+        let after_host = authority
+            .as_str()
+            .rsplit_once(']')
+            .map_or(authority.as_str(), |(_, tail)| tail);
+        if after_host.contains(':') && authority.port_u16().is_none() {
+            return Err(format!(
+                "invalid upstream URL {text:?}: the port must be a number from 1 to 65535"
             ));
         }
         let host = authority
@@ -130,5 +139,15 @@ mod tests {
         assert!(UpstreamUrl::parse("http://backend/nps").is_err());
         assert!(UpstreamUrl::parse("http://user:pw@backend").is_err());
         assert!(UpstreamUrl::parse("127.0.0.1:20280").is_err());
+        assert!(UpstreamUrl::parse("https://127.0.0.1:99999").is_err());
+    }
+
+    #[test]
+    fn upstream_port_and_query_rejected() {
+        let port = UpstreamUrl::parse("http://127.0.0.1:99999").unwrap_err();
+        assert!(port.contains("1 to 65535"), "{port}");
+        let query = UpstreamUrl::parse("http://backend?x=1").unwrap_err();
+        assert!(query.contains("query"), "{query}");
+        assert_eq!(UpstreamUrl::parse("http://[::1]:9000").unwrap().port, 9000);
     }
 }

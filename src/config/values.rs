@@ -27,6 +27,14 @@ const RESERVED_HEADERS: &[&str] = &[
     "upgrade",
     "host",
     "content-length",
+    // Credentials and forwarding headers: a request id or identity there
+    // would log credentials or let clients spoof hops.
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
 ];
 
 /// Implements `Deserialize` for a type with a `parse(&str) -> Result<Self, String>`.
@@ -151,11 +159,23 @@ impl AdminNet {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if let Ok(net) = text.parse::<IpNet>() {
-            return Ok(AdminNet(net.trunc()));
+            return Ok(AdminNet(as_ipv4_if_mapped(net.trunc())));
         }
-        text.parse::<IpAddr>().map(|addr| AdminNet(IpNet::from(addr))).map_err(|_| {
+        text.parse::<IpAddr>().map(|addr| AdminNet(as_ipv4_if_mapped(IpNet::from(addr)))).map_err(|_| {
             format!("invalid network {text:?}: write an address or a CIDR block, like \"127.0.0.1/32\" or \"::1/128\"")
         })
+    }
+}
+
+/// Reads an IPv4-mapped IPv6 block (`::ffff:127.0.0.1/128`) as the IPv4 block it
+/// means, because peer addresses are compared in their IPv4 form.
+fn as_ipv4_if_mapped(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -175,7 +195,9 @@ impl ForwardedHeader {
                 "invalid header name {text:?}: use letters, digits and '-', like \"X-Client-Id\""
             )
         })?;
-        if RESERVED_HEADERS.contains(&name.as_str()) {
+        // Some backends read `_` as `-`, so `x_api_key` is as reserved as `x-api-key`.
+        let folded = name.as_str().replace('_', "-");
+        if RESERVED_HEADERS.contains(&folded.as_str()) {
             return Err(format!(
                 "header name {text:?} is not allowed here: it is the key header, a hop-by-hop header or a framing header"
             ));
@@ -271,6 +293,13 @@ mod tests {
         );
         assert_eq!(AdminNet::parse("::1/128").unwrap().0.to_string(), "::1/128");
         assert!(AdminNet::parse("localhost").is_err());
+        assert_eq!(
+            AdminNet::parse("::ffff:127.0.0.1/128")
+                .unwrap()
+                .0
+                .to_string(),
+            "127.0.0.1/32"
+        );
     }
 
     #[test]
@@ -319,5 +348,21 @@ mod tests {
         assert!(serde_yaml::from_str::<Threads>("0").is_err());
         assert!(serde_yaml::from_str::<Threads>("-1").is_err());
         assert!(serde_yaml::from_str::<Threads>("many").is_err());
+    }
+
+    #[test]
+    fn reserved_header_spellings() {
+        for name in [
+            "x_api_key",
+            "Authorization",
+            "Cookie",
+            "X-Forwarded-For",
+            "forwarded",
+        ] {
+            assert!(
+                ForwardedHeader::parse(name).is_err(),
+                "{name} must be rejected"
+            );
+        }
     }
 }
