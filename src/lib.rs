@@ -6,8 +6,8 @@
 //! client's [`ratelimit`], and [`forward`] prepares what passes for the
 //! backend that the [`balancer`] picks among the [`upstream`] backends that
 //! pass their [`health`] checks. A config file flows the other way:
-//! [`config`] parses and checks it, [`reload`] builds a snapshot and swaps
-//! it in.
+//! [`config`] parses and checks it, [`tls`] reads the certificate files it
+//! names, [`reload`] builds a snapshot and swaps it in.
 
 pub mod admin;
 pub mod balancer;
@@ -25,4 +25,5 @@ pub mod reload;
 pub mod respond;
 pub mod routes;
 pub mod server;
+pub mod tls;
 pub mod upstream;

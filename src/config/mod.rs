@@ -4,7 +4,9 @@
 
 mod clients;
 mod gateway;
+mod tls;
 mod units;
+mod upstream_url;
 mod upstreams;
 mod values;
 
@@ -18,9 +20,11 @@ use serde::Deserialize;
 
 pub use clients::{check_client_id, ClientEntry};
 pub use gateway::{GatewaySettings, LogFormat, LogLevel};
+pub use tls::{PemPath, TlsFiles};
 pub use units::{RateLimit, RatePeriod};
 pub use upstreams::{HealthCheckSettings, UpstreamEntry, UpstreamList};
-pub use values::{RoutePrefix, UpstreamUrl};
+pub use upstream_url::UpstreamUrl;
+pub use values::RoutePrefix;
 
 /// The largest config file keygate reads; a bigger one is almost certainly the wrong file.
 const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;

@@ -13,6 +13,7 @@ pub mod config;
 pub mod gateway;
 pub mod http;
 pub mod mock;
+pub mod tls;
 pub mod traffic;
 
 // The same file is the `mock_push_backend` example, so that tests and manual
