@@ -16,13 +16,17 @@
 //! - `x-mock-status: NNN` responds with that status (200 to 599) and a small
 //!   JSON body in place of the normal response.
 //!
-//! The integration tests include this file as a module and run [`serve`] on
-//! their own listener, so it compiles both as an example and as a module.
-//! Because the records contain header values such as API keys, the binary
-//! only listens on loopback addresses.
+//! The integration tests include this file as a module and run [`serve`] or
+//! [`serve_tls`] on their own listener, so it compiles both as an example
+//! and as a module. Because the records contain header values such as API
+//! keys, the binary only listens on loopback addresses.
+//!
+//! With `--tls-cert` and `--tls-key` it serves HTTPS (HTTP/1.1) instead, to
+//! try an `https://` upstream by hand.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,7 +43,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::rustls;
+use tokio_rustls::TlsAcceptor;
 
 /// Path of the report route. Requests to it are not recorded.
 pub const REPORT_PATH: &str = "/_mock/requests";
@@ -174,31 +181,87 @@ impl Received {
 /// live on as tasks of the tokio runtime until the runtime shuts down.
 pub async fn serve(listener: TcpListener, received: Received) {
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Errors such as too many open files are temporary, so wait
-                // briefly and keep accepting.
-                eprintln!("mock NPS: accept failed: {err}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let Some((stream, peer)) = accept(&listener).await else {
+            continue;
         };
+        tokio::spawn(serve_connection(stream, peer, received.clone()));
+    }
+}
 
+/// Serves like [`serve`], but each connection first completes a TLS
+/// handshake with `acceptor`. A failed handshake is printed and the
+/// connection dropped.
+pub async fn serve_tls(listener: TcpListener, acceptor: TlsAcceptor, received: Received) {
+    loop {
+        let Some((stream, peer)) = accept(&listener).await else {
+            continue;
+        };
+        let acceptor = acceptor.clone();
         let received = received.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle_request(request, received.clone()));
-            let result = http1::Builder::new()
-                .keep_alive(true)
-                .timer(TokioTimer::new())
-                .max_headers(MAX_REQUEST_HEADERS)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(err) = result {
-                eprintln!("mock NPS: connection from {peer} failed: {err}");
+            match acceptor.accept(stream).await {
+                Ok(tls) => serve_connection(tls, peer, received).await,
+                Err(err) => eprintln!("mock NPS: TLS handshake with {peer} failed: {err}"),
             }
         });
     }
+}
+
+/// Accepts one connection. Errors such as too many open files are
+/// temporary, so it waits briefly and returns `None` to try again.
+async fn accept(listener: &TcpListener) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(accepted) => Some(accepted),
+        Err(err) => {
+            eprintln!("mock NPS: accept failed: {err}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
+}
+
+async fn serve_connection<S>(stream: S, peer: SocketAddr, received: Received)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| handle_request(request, received.clone()));
+    let result = http1::Builder::new()
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .max_headers(MAX_REQUEST_HEADERS)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(err) = result {
+        eprintln!("mock NPS: connection from {peer} failed: {err}");
+    }
+}
+
+/// Builds a TLS acceptor for HTTP/1.1 from a PEM certificate chain and key.
+///
+/// # Errors
+///
+/// The PEM text holds no certificate or key, or they do not fit together.
+pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| format!("invalid certificate PEM: {err}"))?;
+    if chain.is_empty() {
+        return Err("the certificate PEM contains no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|err| format!("invalid private key PEM: {err}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| format!("invalid TLS versions: {err}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|err| format!("the certificate and key do not fit together: {err}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn handle_request(
@@ -475,6 +538,23 @@ struct Cli {
     /// Loopback address and port to listen on, as IP:PORT.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:20280", value_parser = parse_loopback_addr)]
     listen: SocketAddr,
+
+    /// PEM certificate chain; with --tls-key the mock serves HTTPS instead of HTTP.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+/// Reads the certificate and key files and builds the TLS acceptor.
+fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<TlsAcceptor, String> {
+    let cert_pem =
+        std::fs::read(cert).map_err(|err| format!("cannot read {}: {err}", cert.display()))?;
+    let key_pem =
+        std::fs::read(key).map_err(|err| format!("cannot read {}: {err}", key.display()))?;
+    tls_acceptor(&cert_pem, &key_pem)
 }
 
 fn parse_loopback_addr(text: &str) -> Result<SocketAddr, String> {
@@ -493,6 +573,16 @@ fn parse_loopback_addr(text: &str) -> Result<SocketAddr, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let acceptor = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => match load_tls(cert, key) {
+            Ok(acceptor) => Some(acceptor),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let listener = match TcpListener::bind(cli.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -500,10 +590,17 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("mock NPS: listening on http://{}", cli.listen);
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    println!("mock NPS: listening on {scheme}://{}", cli.listen);
 
+    let server = async {
+        match acceptor {
+            Some(acceptor) => serve_tls(listener, acceptor, Received::new()).await,
+            None => serve(listener, Received::new()).await,
+        }
+    };
     tokio::select! {
-        () = serve(listener, Received::new()) => {}
+        () = server => {}
         signal = tokio::signal::ctrl_c() => {
             if let Err(err) = signal {
                 eprintln!("error: failed to wait for Ctrl-C: {err}");

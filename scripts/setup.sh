@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install what a Debian machine needs to build and test keygate.
 #
-# Installs a C compiler (build-essential), cmake, pkg-config, curl and
-# ca-certificates, each only when it is missing, through apt-get. Some of
-# pingora's dependencies compile C code, and libz-ng-sys builds zlib-ng with
-# cmake. The deployment tests (tests/deploy_*.rs) also need docker-compose
-# (to parse docker-compose.yml without a Docker engine), prometheus and
-# promtool, and python3 with venv. Safe to run again: when nothing is
-# missing, it does not call apt-get.
+# Installs a C compiler (build-essential), cmake, pkg-config, curl,
+# ca-certificates and testssl.sh, each only when it is missing, through
+# apt-get. Some of pingora's dependencies compile C code, and libz-ng-sys
+# builds zlib-ng with cmake. tests/tls_testssl.rs runs testssl.sh against
+# the TLS listener. The deployment tests (tests/deploy_*.rs) also need
+# docker-compose (to parse docker-compose.yml without a Docker engine),
+# prometheus and promtool, and python3 with venv. Safe to run again: when
+# nothing is missing, it does not call apt-get.
 #
 # Then creates a Python venv at <target dir>/deploy-venv with a pinned
 # kubernetes-validate, which checks deploy/kubernetes/ against the
@@ -64,6 +65,14 @@ if command -v python3 >/dev/null 2>&1 && python3 -c 'import ensurepip, venv' 2>/
 else
     log "missing python3 with venv (package python3-venv)"
     add_package python3-venv
+fi
+
+# Debian's testssl.sh package installs the command as `testssl`.
+if command -v testssl >/dev/null 2>&1 || command -v testssl.sh >/dev/null 2>&1; then
+    log "found testssl.sh"
+else
+    log "missing testssl.sh (package testssl.sh)"
+    add_package testssl.sh
 fi
 
 # ca-certificates ships no command, so look for the bundle it installs.

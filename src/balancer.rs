@@ -26,7 +26,8 @@ use tracing::warn;
 use crate::config::GatewaySettings;
 use crate::health::{BackendCheck, HealthPlan};
 use crate::metrics::METRICS;
-use crate::upstream::{BackendInfo, PeerTimeouts, UpstreamTarget};
+use crate::tls::UpstreamCa;
+use crate::upstream::{BackendInfo, PeerSettings, PeerTimeouts, UpstreamTarget};
 
 /// The backends of one snapshot and the balancer that picks among them.
 pub struct Balancer {
@@ -35,7 +36,7 @@ pub struct Balancer {
     discovery: Arc<TargetSet>,
     plan: Option<HealthPlan>,
     registry: Arc<HealthRegistry>,
-    timeouts: PeerTimeouts,
+    peers: PeerSettings,
 }
 
 /// The backend set that pingora's service discovery reads.
@@ -54,7 +55,8 @@ impl ServiceDiscovery for SharedDiscovery {
 }
 
 impl Balancer {
-    /// Resolves every backend and builds the balancer. Blocks on name lookups.
+    /// Resolves every backend and builds the balancer, with `ca` for
+    /// `https://` backends. Blocks on name lookups.
     ///
     /// The health registry of `previous` is kept when the health check is
     /// the same, so a refresh does not forget which backends are down.
@@ -62,9 +64,16 @@ impl Balancer {
     /// # Errors
     ///
     /// A host name does not resolve, or two backends resolve to one address.
-    pub fn build(settings: &GatewaySettings, previous: Option<&Balancer>) -> Result<Self, String> {
+    pub fn build(
+        settings: &GatewaySettings,
+        ca: Option<Arc<UpstreamCa>>,
+        previous: Option<&Balancer>,
+    ) -> Result<Self, String> {
         let plan = HealthPlan::from_settings(settings);
-        let timeouts = PeerTimeouts::new(settings);
+        let peers = PeerSettings {
+            timeouts: PeerTimeouts::new(settings),
+            ca,
+        };
         let several = settings.upstream.0.len() > 1;
         let mut targets: Vec<UpstreamTarget> = Vec::with_capacity(settings.upstream.0.len());
         for (index, entry) in settings.upstream.0.iter().enumerate() {
@@ -73,7 +82,7 @@ impl Balancer {
             } else {
                 "gateway.upstream".to_string()
             };
-            let target = UpstreamTarget::resolve(entry, timeouts, plan.as_ref())
+            let target = UpstreamTarget::resolve(entry, &peers, plan.as_ref())
                 .map_err(|message| format!("{place}: {message}"))?;
             let addr = target.current().addr;
             if let Some(first) = targets.iter().position(|seen| seen.current().addr == addr) {
@@ -116,7 +125,7 @@ impl Balancer {
             discovery,
             plan,
             registry,
-            timeouts,
+            peers,
         })
     }
 
@@ -166,7 +175,7 @@ impl Balancer {
 
     /// Returns whether at least one backend accepts a TCP connection within the connect timeout.
     pub async fn any_reachable(&self) -> bool {
-        let timeout = self.timeouts.connect();
+        let timeout = self.peers.timeouts.connect();
         let attempts = self.targets.iter().map(|target| {
             let addr = target.current().addr;
             async move {
@@ -213,7 +222,7 @@ impl Balancer {
                 warn!(upstream = %target.url, %addr, "upstream resolved to the address of another backend; keeping the last address");
                 continue;
             }
-            target.move_to(addr, self.timeouts, self.plan.as_ref());
+            target.move_to(addr, &self.peers, self.plan.as_ref());
             moved = true;
         }
         moved

@@ -4,6 +4,7 @@
 use http::StatusCode;
 use pingora::prelude::*;
 use pingora::ErrorSource;
+use tracing::warn;
 
 use crate::metrics::UpstreamErrorKind;
 
@@ -14,11 +15,15 @@ pub fn classify_failure(error: &Error) -> (u16, Option<UpstreamErrorKind>) {
     }
     match error.esource() {
         ErrorSource::Upstream => match error.etype() {
-            ConnectTimedout | ReadTimedout | WriteTimedout => {
+            ConnectTimedout | TLSHandshakeTimedout | ReadTimedout | WriteTimedout => {
                 (504, Some(UpstreamErrorKind::Timeout))
             }
-            ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
-            | TLSHandshakeFailure => (502, Some(UpstreamErrorKind::Connect)),
+            ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError => {
+                (502, Some(UpstreamErrorKind::Connect))
+            }
+            TLSHandshakeFailure | InvalidCert | HandshakeError => {
+                (502, Some(UpstreamErrorKind::Tls))
+            }
             ConnectionClosed | ReadError | WriteError | H2Error | InvalidHTTPHeader => {
                 (502, Some(UpstreamErrorKind::Reset))
             }
@@ -30,6 +35,22 @@ pub fn classify_failure(error: &Error) -> (u16, Option<UpstreamErrorKind>) {
             _ => (400, None),
         },
         ErrorSource::Internal | ErrorSource::Unset => (500, None),
+    }
+}
+
+/// Logs a failed backend request with its kind, backend and request id.
+pub fn log_backend_failure(
+    kind: UpstreamErrorKind,
+    backend: &str,
+    status: u16,
+    error: &Error,
+    request_id: &str,
+) {
+    let kind_label = kind.as_str();
+    if kind == UpstreamErrorKind::Tls {
+        warn!(kind = kind_label, backend, status, error = %error, request_id, "TLS handshake with the backend failed; check that its certificate is signed by gateway.upstreamCa (or the system's CA store), is not expired and names the upstream URL's host");
+    } else {
+        warn!(kind = kind_label, backend, status, error = %error, request_id, "backend request failed");
     }
 }
 

@@ -28,7 +28,8 @@ const X_API_KEY: &str = "x-api-key";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
-/// Prepares a checked request for the backend.
+/// Prepares a checked request for the backend. `client_tls` is whether the
+/// client connected over TLS, which sets `X-Forwarded-Proto`.
 ///
 /// # Errors
 ///
@@ -40,6 +41,7 @@ pub fn prepare_request(
     client_id: &str,
     request_id: &str,
     peer_ip: Option<IpAddr>,
+    client_tls: bool,
 ) -> Result<()> {
     // Headers named in `Connection` go, except the identity keygate sets below.
     for name in connection_listed(&request.headers) {
@@ -77,7 +79,8 @@ pub fn prepare_request(
         let forwarded_for = hops.join(", ");
         request.insert_header(X_FORWARDED_FOR, forwarded_for)?;
     }
-    request.insert_header(X_FORWARDED_PROTO, "http")?;
+    let proto = if client_tls { "https" } else { "http" };
+    request.insert_header(X_FORWARDED_PROTO, proto)?;
     request.insert_header(settings.request_id_header.0.clone(), request_id)?;
     Ok(())
 }
@@ -161,7 +164,7 @@ mod tests {
             ("x_client_id", "other"),
             ("X-Client_Id", "third"),
         ]);
-        prepare_request(&mut request, &settings, "karolin", "rid", None).unwrap();
+        prepare_request(&mut request, &settings, "karolin", "rid", None, false).unwrap();
         assert_eq!(values(&request, "x-client-id"), ["karolin"]);
         assert!(request.headers.get("x_client_id").is_none());
         assert!(request.headers.get("x-client_id").is_none());
@@ -177,7 +180,7 @@ mod tests {
             ("x-foo", "1"),
             ("x-bar", "2"),
         ]);
-        prepare_request(&mut request, &settings, "karolin", "rid", None).unwrap();
+        prepare_request(&mut request, &settings, "karolin", "rid", None, false).unwrap();
         for name in ["connection", "keep-alive", "te", "x-foo"] {
             assert!(
                 request.headers.get(name).is_none(),
@@ -191,7 +194,7 @@ mod tests {
     fn connection_cannot_drop_identity() {
         let settings = GatewaySettings::default();
         let mut request = request(&[("Connection", "x-client-id")]);
-        prepare_request(&mut request, &settings, "karolin", "rid", None).unwrap();
+        prepare_request(&mut request, &settings, "karolin", "rid", None, false).unwrap();
         assert_eq!(values(&request, "x-client-id"), ["karolin"]);
     }
 
@@ -199,12 +202,12 @@ mod tests {
     fn credentials_kept_or_hidden() {
         let mut settings = GatewaySettings::default();
         let mut kept = request(&[("x-api-key", "value")]);
-        prepare_request(&mut kept, &settings, "karolin", "rid", None).unwrap();
+        prepare_request(&mut kept, &settings, "karolin", "rid", None, false).unwrap();
         assert_eq!(values(&kept, "x-api-key"), ["value"]);
 
         settings.hide_credentials = true;
         let mut hidden = request(&[("x-api-key", "value")]);
-        prepare_request(&mut hidden, &settings, "karolin", "rid", None).unwrap();
+        prepare_request(&mut hidden, &settings, "karolin", "rid", None, false).unwrap();
         assert!(hidden.headers.get("x-api-key").is_none());
     }
 
@@ -221,6 +224,7 @@ mod tests {
             "karolin",
             "rid-1",
             Some("127.0.0.1".parse().unwrap()),
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -229,6 +233,14 @@ mod tests {
         );
         assert_eq!(values(&request, "x-forwarded-proto"), ["http"]);
         assert_eq!(values(&request, "x-request-id"), ["rid-1"]);
+    }
+
+    #[test]
+    fn forwarded_proto_https_over_tls() {
+        let settings = GatewaySettings::default();
+        let mut request = request(&[("X-Forwarded-Proto", "http")]);
+        prepare_request(&mut request, &settings, "karolin", "rid", None, true).unwrap();
+        assert_eq!(values(&request, "x-forwarded-proto"), ["https"]);
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! health routes, check the key of everything else, and forward what passes
 //! to the backend the balancer picks.
 
+mod downstream;
 mod local;
 
+use downstream::{client_tls, head_size, peer_ip};
 use local::AdminRoute;
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +23,7 @@ use pingora::ErrorSource;
 use tracing::{info, warn};
 
 use crate::clients::DenyReason;
-use crate::failure::{classify_failure, failure_message};
+use crate::failure::{classify_failure, failure_message, log_backend_failure};
 use crate::forward;
 use crate::metrics::{RouteLabel, METRICS};
 use crate::reload::{Snapshot, SnapshotStore};
@@ -90,29 +91,6 @@ impl Gateway {
         }
         let count = self.request_counter.fetch_add(1, Ordering::Relaxed);
         format!("{:016x}{count:016x}", self.request_id_prefix)
-    }
-}
-
-/// Returns the client's IP address, with IPv4-mapped IPv6 addresses read as IPv4.
-fn peer_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|addr| addr.as_inet())
-        .map(|addr| addr.ip().to_canonical())
-}
-
-fn head_size(session: &Session) -> usize {
-    match session.as_downstream().as_http1() {
-        Some(h1) => h1.get_headers_raw_bytes().len(),
-        None => {
-            let header = session.req_header();
-            header.uri.to_string().len()
-                + header
-                    .headers
-                    .iter()
-                    .map(|(name, value)| name.as_str().len() + value.len() + 4)
-                    .sum::<usize>()
-        }
     }
 }
 
@@ -295,6 +273,7 @@ impl ProxyHttp for Gateway {
             client_id,
             &ctx.request_id,
             peer_ip(session),
+            client_tls(session),
         )
     }
 
@@ -345,7 +324,7 @@ impl ProxyHttp for Gateway {
         if let Some(kind) = kind {
             METRICS.count_upstream_error(kind);
             let backend = ctx.backend.as_ref().map_or("-", |backend| &*backend.label);
-            warn!(kind = kind.as_str(), backend, status, error = %error, request_id = %ctx.request_id, "backend request failed");
+            log_backend_failure(kind, backend, status, error, &ctx.request_id);
         } else if status >= 500 {
             warn!(status, error = %error, request_id = %ctx.request_id, "request failed");
         }

@@ -88,7 +88,7 @@ fn host_header(url: &UpstreamUrl) -> String {
     } else {
         url.host.clone()
     };
-    if url.port == 80 {
+    if url.has_default_port() {
         host
     } else {
         format!("{host}:{}", url.port)

@@ -6,9 +6,9 @@
 //! client's [`ratelimit`], and [`forward`] prepares what passes for the
 //! backend that the [`balancer`] picks among the [`upstream`] backends that
 //! pass their [`health`] checks. A config file flows the other way:
-//! [`config`] parses and checks it, [`reload`] builds a snapshot and swaps
-//! it in, when the refresh route, a change of the file or SIGHUP
-//! ([`watch`]) asks for it.
+//! [`config`] parses and checks it, [`tls`] reads the certificate files it
+//! names, [`reload`] builds a snapshot and swaps it in, when the refresh
+//! route, a change of the file or SIGHUP ([`watch`]) asks for it.
 
 pub mod admin;
 pub mod admin_access;
@@ -28,5 +28,6 @@ pub mod reload_actions;
 pub mod respond;
 pub mod routes;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 pub mod watch;

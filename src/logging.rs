@@ -41,9 +41,11 @@ pub fn init(level: LogLevel, format: LogFormat) -> Result<(), String> {
     };
     let (filter, handle) = reload::Layer::new(filter);
 
-    // pingora's debug and trace lines print whole request heads, keys included.
+    // pingora's debug and trace lines print whole request heads, keys
+    // included. Its HTTP/2 and TLS crates write a line per frame and per
+    // handshake message there, which would bury keygate's own lines.
     let engine_cap = filter_fn(|metadata| {
-        !(metadata.target().starts_with("pingora") && *metadata.level() > Level::INFO)
+        !(is_engine_target(metadata.target()) && *metadata.level() > Level::INFO)
     });
 
     let colour = std::io::stdout().is_terminal();
@@ -70,6 +72,13 @@ pub fn init(level: LogLevel, format: LogFormat) -> Result<(), String> {
         let _ = LEVEL_HANDLE.set(handle);
     }
     Ok(())
+}
+
+/// Returns whether `target` belongs to the proxy engine: pingora and the
+/// `h2` and `rustls` crates it speaks HTTP/2 and TLS through.
+fn is_engine_target(target: &str) -> bool {
+    let crate_name = target.split("::").next().unwrap_or(target);
+    crate_name.starts_with("pingora") || matches!(crate_name, "h2" | "rustls" | "tokio_rustls")
 }
 
 /// Applies a new level from the config; a no-op when `RUST_LOG` sets the level.
@@ -136,6 +145,23 @@ impl FailureLogLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_targets() {
+        for target in [
+            "pingora_core::services::listening",
+            "pingora_proxy",
+            "h2::codec::framed_write",
+            "h2",
+            "rustls::server::hs",
+            "tokio_rustls",
+        ] {
+            assert!(is_engine_target(target), "{target}");
+        }
+        for target in ["keygate", "keygate::access", "h2o", "rustlsx"] {
+            assert!(!is_engine_target(target), "{target}");
+        }
+    }
 
     #[test]
     fn limiter_bounds_lines() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keygate::{config, keygen, logging, reload, server};
+use keygate::{config, keygen, logging, reload, server, tls};
 use tracing::{info, warn};
 
 /// API-key gateway in front of a push backend.
@@ -93,7 +93,10 @@ fn run(config_path: PathBuf) -> ExitCode {
     }
 
     // 4. Serve until SIGTERM or SIGINT.
-    server::run(config_path, snapshot);
+    if let Err(err) = server::run(config_path, snapshot) {
+        eprintln!("keygate: {err}");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 
@@ -105,13 +108,23 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+
     let settings = &config.gateway;
+    let (material, tls_warnings) = match tls::load_material(settings, config_path) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("keygate: invalid config: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+
     let listen: Vec<String> = settings.listen.0.iter().map(ToString::to_string).collect();
     println!("config {} is valid", config_path.display());
     println!("  listen:         {}", listen.join(", "));
     println!("  contextPath:    {}", settings.context_path);
     println!("  uriBase:        {}", settings.uri_base);
     println!("  upstream:       {}", settings.upstream);
+    print_tls_summary(settings, &material);
     match &settings.health_check {
         Some(check) => println!("  healthCheck:    every {}", check.interval),
         None => println!("  healthCheck:    off"),
@@ -134,10 +147,34 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
     );
     println!("  watchConfig:    {}", settings.watch_config);
     println!("  allowedClients: {}", config.clients.len());
-    for warning in &config.warnings {
+
+    for warning in config.warnings.iter().chain(&tls_warnings) {
         println!("warning: {warning}");
     }
     ExitCode::SUCCESS
+}
+
+/// Prints the `upstreamCa` and `tls` lines of the `check-config` summary.
+fn print_tls_summary(settings: &config::GatewaySettings, material: &tls::TlsMaterial) {
+    match (&settings.upstream_ca, &material.upstream_ca) {
+        (Some(path), Some(ca)) => println!("  upstreamCa:     {path} ({} certificates)", ca.len()),
+        _ => println!("  upstreamCa:     the system's CA store"),
+    }
+    let client_ca = settings
+        .tls
+        .as_ref()
+        .and_then(|files| files.client_ca.as_ref());
+    match (&settings.tls, client_ca) {
+        (Some(files), Some(client_ca)) => println!(
+            "  tls:            {}; client certificates required, signed by {client_ca}",
+            files.cert
+        ),
+        (Some(files), None) => println!(
+            "  tls:            {}; no client certificate requested",
+            files.cert
+        ),
+        (None, _) => println!("  tls:            off (plain HTTP/1.1)"),
+    }
 }
 
 fn generate_client(client_id: &str, form: keygen::SnippetForm) -> ExitCode {

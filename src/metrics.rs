@@ -48,14 +48,17 @@ impl RouteLabel {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
     Connect,
+    /// The TLS handshake with an `https://` backend failed, usually because its certificate did not verify.
+    Tls,
     Timeout,
     Reset,
     Other,
 }
 
 impl UpstreamErrorKind {
-    const ALL: [UpstreamErrorKind; 4] = [
+    const ALL: [UpstreamErrorKind; 5] = [
         UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Tls,
         UpstreamErrorKind::Timeout,
         UpstreamErrorKind::Reset,
         UpstreamErrorKind::Other,
@@ -64,6 +67,7 @@ impl UpstreamErrorKind {
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Tls => "tls",
             UpstreamErrorKind::Timeout => "timeout",
             UpstreamErrorKind::Reset => "reset",
             UpstreamErrorKind::Other => "other",

@@ -15,6 +15,7 @@ use crate::config::{self, Config, ConfigError, GatewaySettings};
 use crate::metrics::{ReloadTrigger, METRICS};
 use crate::ratelimit::RateLimits;
 use crate::routes::Routes;
+use crate::tls::{self, TlsMaterial};
 
 /// Everything a request reads, loaded as one unit so a request never reads half a config.
 pub struct Snapshot {
@@ -23,6 +24,8 @@ pub struct Snapshot {
     pub rate_limits: RateLimits,
     pub balancer: Arc<Balancer>,
     pub routes: Routes,
+    /// The certificates and CAs read from the files the config names.
+    pub tls: TlsMaterial,
     /// Each top-level key of the file with a fingerprint of its value.
     top_level: Vec<(String, u64)>,
     /// SHA-256 of the file's bytes that this snapshot was built from.
@@ -54,15 +57,24 @@ pub struct SnapshotStore {
 }
 
 impl Snapshot {
-    /// Builds a snapshot from a checked config. Blocks: it hashes every key
-    /// and looks up the upstream hosts. State that outlives a refresh (backend
-    /// health, rate-limit buckets) is taken over from `previous`.
+    /// Builds a snapshot from a checked config and the TLS material read for
+    /// it. Blocks: it hashes every key and looks up the upstream hosts. State
+    /// that outlives a refresh (backend health, rate-limit buckets) is taken
+    /// over from `previous`.
     ///
     /// # Errors
     ///
     /// An upstream host does not resolve, or two resolve to one address.
-    pub fn build(config: Config, previous: Option<&Snapshot>) -> Result<Self, String> {
-        let balancer = Balancer::build(&config.gateway, previous.map(|old| &*old.balancer))?;
+    pub fn build(
+        config: Config,
+        tls: TlsMaterial,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, String> {
+        let balancer = Balancer::build(
+            &config.gateway,
+            tls.upstream_ca.clone(),
+            previous.map(|old| &*old.balancer),
+        )?;
         let mut rate_limits = RateLimits::new(&config.clients, config.gateway.rate_limit);
         if let Some(old) = previous {
             rate_limits.keep_state_from(&old.rate_limits);
@@ -72,6 +84,7 @@ impl Snapshot {
             rate_limits,
             routes: Routes::new(&config.gateway),
             balancer: Arc::new(balancer),
+            tls,
             settings: config.gateway,
             top_level: config.top_level,
             source_digest: config.source_digest,
@@ -79,19 +92,22 @@ impl Snapshot {
     }
 }
 
-/// Reads, checks and builds a snapshot from `path`, taking state over from
-/// `previous` (see [`Snapshot::build`]). Blocks.
+/// Reads, checks and builds a snapshot from `path` and the TLS files it
+/// names, taking state over from `previous` (see [`Snapshot::build`]). Blocks.
 ///
 /// # Errors
 ///
-/// The file is unreadable or invalid, or an upstream host does not resolve.
+/// The file or a TLS file it names is unreadable or invalid, or an upstream
+/// host does not resolve.
 pub fn load_snapshot(
     path: &Path,
     previous: Option<&Snapshot>,
 ) -> Result<(Snapshot, Vec<String>), ConfigError> {
     let config = config::load(path)?;
-    let warnings = config.warnings.clone();
-    let snapshot = Snapshot::build(config, previous).map_err(|message| ConfigError {
+    let (material, tls_warnings) = tls::load_material(&config.gateway, path)?;
+    let mut warnings = config.warnings.clone();
+    warnings.extend(tls_warnings);
+    let snapshot = Snapshot::build(config, material, previous).map_err(|message| ConfigError {
         file: path.to_path_buf(),
         line: None,
         column: None,
@@ -162,9 +178,20 @@ impl SnapshotStore {
         };
 
         let old = self.current.load_full();
-        let waiting_for_restart = old.settings.settings_needing_restart(&snapshot.settings);
+        let mut waiting_for_restart = old.settings.settings_needing_restart(&snapshot.settings);
+        let new_certificate = !same_server_tls(&old.tls, &snapshot.tls);
+        if new_certificate && !waiting_for_restart.contains(&"gateway.tls") {
+            waiting_for_restart.push("gateway.tls");
+        }
         keep_running_values(&old.settings, &mut snapshot.settings);
-        let report = compare(&old, &snapshot, waiting_for_restart, warnings);
+        snapshot.tls.server = old.tls.server.clone();
+        let mut report = compare(&old, &snapshot, waiting_for_restart, warnings);
+        let new_upstream_ca = !same_upstream_ca(&old.tls, &snapshot.tls);
+        if (new_certificate || new_upstream_ca)
+            && !report.changed.iter().any(|name| name == "gateway")
+        {
+            report.changed.push("gateway".into());
+        }
 
         apply_live_settings(&old, &snapshot);
         let clients = snapshot.clients.len();
@@ -182,6 +209,25 @@ fn keep_running_values(running: &GatewaySettings, new: &mut GatewaySettings) {
     new.threads = running.threads;
     new.metrics.listen = running.metrics.listen;
     new.log.format = running.log.format;
+    new.tls = running.tls.clone();
+}
+
+/// Returns whether both loads read the same listener certificate files, by content.
+fn same_server_tls(old: &TlsMaterial, new: &TlsMaterial) -> bool {
+    match (&old.server, &new.server) {
+        (Some(old), Some(new)) => old.same_files(new),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// Returns whether both loads read the same `upstreamCa` bundle, by content.
+fn same_upstream_ca(old: &TlsMaterial, new: &TlsMaterial) -> bool {
+    match (&old.upstream_ca, &new.upstream_ca) {
+        (Some(old), Some(new)) => old.group_key() == new.group_key(),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 fn compare(

@@ -6,6 +6,8 @@
 //! discarded before the response, so the connection stays open for the next
 //! request. A larger or slower body, or `Expect: 100-continue`, gets
 //! `Connection: close`; the leftover bytes are never parsed as a request.
+//! Over HTTP/2 the same body is read or left unread, and the connection
+//! stays open either way, because an unread body ends with its stream.
 
 use std::time::Duration;
 
@@ -104,7 +106,9 @@ pub async fn send(
             .await?;
     }
 
-    if framing == Framing::TooLarge {
+    // Over HTTP/2 the rest of a body ends with its stream, not with the
+    // connection, so there is nothing to wait for.
+    if framing == Framing::TooLarge && !session.is_http2() {
         linger(session, settings.limits.drain_time.0).await;
     }
     Ok(())

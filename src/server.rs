@@ -1,13 +1,14 @@
 //! Builds the pingora server from a checked config: the gateway service on
-//! every listen address, the metrics listener, the background lookup and
-//! health checks of the upstream backends, and the service that reloads on
-//! SIGHUP and file changes.
+//! every listen address (HTTPS with HTTP/2 when `tls` is set), the metrics
+//! listener, the background lookup and health checks of the upstream
+//! backends, and the service that reloads on SIGHUP and file changes.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -39,7 +40,11 @@ pub fn check_listeners(addrs: &[SocketAddr]) -> Result<(), String> {
 }
 
 /// Runs the gateway until a shutdown signal: SIGTERM (graceful) or SIGINT (at once).
-pub fn run(config_path: PathBuf, snapshot: Snapshot) {
+///
+/// # Errors
+///
+/// pingora rejects the TLS listener settings; nothing was started then.
+pub fn run(config_path: PathBuf, snapshot: Snapshot) -> Result<(), String> {
     let settings = snapshot.settings.clone();
     let mut conf = ServerConf::default();
     conf.threads = settings.threads.resolve();
@@ -53,6 +58,7 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) {
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let server_tls = snapshot.tls.server.clone();
     let store = Arc::new(SnapshotStore::new(config_path, snapshot));
 
     let mut proxy = http_proxy_service_with_name(
@@ -60,9 +66,24 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) {
         Gateway::new(Arc::clone(&store)),
         "keygate gateway",
     );
+    if let Some(app) = proxy.app_logic_mut() {
+        // HTTP/2 connections have no per-read timeout in pingora, so
+        // clientRead closes idle ones instead. It is read once, here.
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(settings.timeouts.client_read.0);
+        app.server_options = Some(options);
+    }
     for addr in &settings.listen.0 {
-        proxy.add_tcp(&addr.to_string());
-        info!(%addr, "gateway listening");
+        match &server_tls {
+            Some(tls) => {
+                proxy.add_tls_with_settings(&addr.to_string(), None, tls.listener_settings()?);
+                info!(%addr, client_certificates = tls.requires_client_certificate(), "gateway listening with TLS (HTTP/2 and HTTP/1.1)");
+            }
+            None => {
+                proxy.add_tcp(&addr.to_string());
+                info!(%addr, "gateway listening");
+            }
+        }
     }
 
     let mut metrics = Service::new(
@@ -98,4 +119,5 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) {
     info!(threads = settings.threads.resolve(), upstream = %settings.upstream, "gateway started");
     server.run(RunArgs::default());
     info!("gateway stopped");
+    Ok(())
 }

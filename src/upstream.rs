@@ -1,6 +1,6 @@
 //! The backends' addresses: each configured URL resolved when the config
 //! loads and again in the background (never on the request path), and the
-//! pingora peer built for each address.
+//! pingora peer built for each address, with TLS for `https://` backends.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, Scheme};
 use prometheus::IntCounter;
 use tracing::{info, warn};
 
@@ -19,6 +19,7 @@ use crate::config::{GatewaySettings, UpstreamEntry, UpstreamUrl};
 use crate::health::HealthPlan;
 use crate::metrics::METRICS;
 use crate::reload::SnapshotStore;
+use crate::tls::UpstreamCa;
 
 /// How often upstream host names are looked up again, so a backend that
 /// restarts with a new address is found.
@@ -43,6 +44,14 @@ pub struct BackendInfo {
     pub probe: Option<HttpHealthCheck>,
     /// `keygate_backend_requests_total` of this backend.
     pub requests: IntCounter,
+}
+
+/// The settings that one snapshot's backend peers share: timeouts and the CAs of `https://` backends.
+#[derive(Clone)]
+pub struct PeerSettings {
+    pub timeouts: PeerTimeouts,
+    /// `gateway.upstreamCa`. `None` verifies `https://` backends against the system's CA store.
+    pub ca: Option<Arc<UpstreamCa>>,
 }
 
 /// The connection timeouts of one snapshot's backend peers.
@@ -77,11 +86,11 @@ impl UpstreamTarget {
     /// The host name does not resolve.
     pub fn resolve(
         entry: &UpstreamEntry,
-        timeouts: PeerTimeouts,
+        peers: &PeerSettings,
         plan: Option<&HealthPlan>,
     ) -> Result<Self, String> {
         let addr = lookup(&entry.url)?;
-        let info = BackendInfo::new(&entry.url, addr, timeouts, plan);
+        let info = BackendInfo::new(&entry.url, addr, peers, plan);
         Ok(UpstreamTarget {
             url: entry.url.clone(),
             weight: entry.weight,
@@ -111,9 +120,9 @@ impl UpstreamTarget {
     }
 
     /// Switches to a new address.
-    pub fn move_to(&self, addr: SocketAddr, timeouts: PeerTimeouts, plan: Option<&HealthPlan>) {
+    pub fn move_to(&self, addr: SocketAddr, peers: &PeerSettings, plan: Option<&HealthPlan>) {
         info!(upstream = %self.url, old = %self.current.load().addr, new = %addr, "upstream address changed");
-        let info = BackendInfo::new(&self.url, addr, timeouts, plan);
+        let info = BackendInfo::new(&self.url, addr, peers, plan);
         self.current.store(Arc::new(info));
     }
 }
@@ -122,24 +131,51 @@ impl BackendInfo {
     fn new(
         url: &UpstreamUrl,
         addr: SocketAddr,
-        timeouts: PeerTimeouts,
+        peers: &PeerSettings,
         plan: Option<&HealthPlan>,
     ) -> Self {
         let label: Arc<str> = url.to_string().into();
+        let timeouts = peers.timeouts;
         let mut peer = HttpPeer::new(addr, false, url.host.clone());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.total_connection_timeout = Some(timeouts.connect);
         peer.options.read_timeout = Some(timeouts.read);
         peer.options.write_timeout = Some(timeouts.write);
         peer.options.idle_timeout = Some(timeouts.idle);
+        secure_peer(&mut peer, url, peers.ca.as_deref());
+        let mut probe = plan.map(|plan| plan.probe(url));
+        if let Some(probe) = &mut probe {
+            secure_peer(&mut probe.peer_template, url, peers.ca.as_deref());
+        }
         BackendInfo {
             requests: METRICS.backend_request_counter(&label),
-            probe: plan.map(|plan| plan.probe(url)),
+            probe,
             label,
             url: url.clone(),
             addr,
             peer,
         }
+    }
+}
+
+/// Makes `peer` speak TLS to an `https://` backend and verify its
+/// certificate: against `ca` when set, else against the system's CA store
+/// (pingora's connector reads it, honouring `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR`). Leaves an `http://` peer alone.
+fn secure_peer(peer: &mut HttpPeer, url: &UpstreamUrl, ca: Option<&UpstreamCa>) {
+    if !url.tls {
+        return;
+    }
+    peer.scheme = Scheme::HTTPS;
+    // An empty SNI makes pingora's rustls connector skip verification
+    // entirely, so the host is always set. It is also the name that the
+    // certificate must carry, as an IP address when the host is one.
+    peer.sni = url.host.clone();
+    peer.options.verify_cert = true;
+    peer.options.verify_hostname = true;
+    if let Some(ca) = ca {
+        peer.options.ca = Some(ca.certificates());
+        peer.group_key = ca.group_key();
     }
 }
 

@@ -13,7 +13,7 @@ fn settings(gateway: &str) -> GatewaySettings {
 }
 
 fn balancer(gateway: &str) -> Balancer {
-    Balancer::build(&settings(gateway), None).unwrap()
+    Balancer::build(&settings(gateway), None, None).unwrap()
 }
 
 /// Counts the picks of `rounds` selections by backend port.
@@ -85,6 +85,7 @@ fn same_address_twice_rejected() {
     let err = Balancer::build(
         &settings("  upstream: [http://127.0.0.1:1001, http://127.1:1001]"),
         None,
+        None,
     )
     .err()
     .expect("two backends at one address are an error");
@@ -99,6 +100,7 @@ fn unresolvable_host_named_with_index() {
     let err = Balancer::build(
         &settings("  upstream: [http://127.0.0.1:1001, http://no-such-host.invalid:1]"),
         None,
+        None,
     )
     .err()
     .expect("an unresolvable host is an error");
@@ -111,12 +113,14 @@ fn registry_kept_when_check_is_the_same() {
     let first = balancer("  upstream: http://127.0.0.1:1001\n  healthCheck: { interval: 5s }");
     let faster = Balancer::build(
         &settings("  upstream: [http://127.0.0.1:1001, http://127.0.0.1:1002]\n  healthCheck: { interval: 1s }"),
+        None,
         Some(&first),
     )
     .unwrap();
     assert!(Arc::ptr_eq(&first.registry, &faster.registry));
     let other_path = Balancer::build(
         &settings("  upstream: http://127.0.0.1:1001\n  healthCheck: { path: /up }"),
+        None,
         Some(&faster),
     )
     .unwrap();

@@ -8,9 +8,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::admin_token::AdminToken;
+use super::tls::{PemPath, TlsFiles};
 use super::units::{ConfigDuration, ConfigSize, RateLimit};
 use super::upstreams::{HealthCheckSettings, UpstreamList};
-use super::values::{AdminNet, ForwardedHeader, ListenAddrs, RoutePrefix, Threads, UpstreamUrl};
+use super::upstream_url::UpstreamUrl;
+use super::values::{AdminNet, ForwardedHeader, ListenAddrs, RoutePrefix, Threads};
 
 /// pingora rejects a request head larger than this before any keygate code runs.
 pub const ENGINE_MAX_HEADER_SIZE: u64 = 1024 * 1024;
@@ -23,6 +25,10 @@ pub struct GatewaySettings {
     pub context_path: RoutePrefix,
     pub uri_base: RoutePrefix,
     pub upstream: UpstreamList,
+    /// The CAs that sign the certificates of `https://` backends. `None` uses the system's CA store.
+    pub upstream_ca: Option<PemPath>,
+    /// HTTPS on every listen address. `None` serves plain HTTP/1.1.
+    pub tls: Option<TlsFiles>,
     /// The active health check of the backends; `None` sends no checks and counts every backend as healthy.
     pub health_check: Option<HealthCheckSettings>,
     /// The rate limit of clients whose entry sets none; `None` leaves them unlimited.
@@ -113,9 +119,12 @@ impl Default for GatewaySettings {
             context_path: RoutePrefix("/nps".into()),
             uri_base: RoutePrefix("/rest".into()),
             upstream: UpstreamList::single(UpstreamUrl {
+                tls: false,
                 host: "127.0.0.1".into(),
                 port: 20280,
             }),
+            upstream_ca: None,
+            tls: None,
             health_check: None,
             rate_limit: None,
             forward_refresh: true,
@@ -231,6 +240,9 @@ impl GatewaySettings {
         }
         if self.log.format != new.log.format {
             names.push("gateway.log.format");
+        }
+        if self.tls != new.tls {
+            names.push("gateway.tls");
         }
         names
     }

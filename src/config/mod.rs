@@ -6,7 +6,9 @@ mod admin_token;
 mod clients;
 mod gateway;
 mod keys;
+mod tls;
 mod units;
+mod upstream_url;
 mod upstreams;
 mod values;
 
@@ -25,9 +27,11 @@ pub use clients::{
 };
 pub use gateway::{GatewaySettings, LogFormat, LogLevel};
 pub use keys::{parse_expires, parse_key_hash, KEY_HASH_PREFIX};
+pub use tls::{PemPath, TlsFiles};
 pub use units::{RateLimit, RatePeriod};
 pub use upstreams::{HealthCheckSettings, UpstreamEntry, UpstreamList};
-pub use values::{RoutePrefix, UpstreamUrl};
+pub use upstream_url::UpstreamUrl;
+pub use values::RoutePrefix;
 
 /// The largest config file keygate reads; a bigger one is almost certainly the wrong file.
 pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;

@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::units::ConfigDuration;
-use super::values::UpstreamUrl;
+use super::upstream_url::UpstreamUrl;
 
 /// The largest weight of one backend. The balancer keeps one slot per unit
 /// of weight, so the bound also bounds its memory.
@@ -68,7 +68,8 @@ impl<'de> Visitor<'de> for ListVisitor {
     type Value = UpstreamList;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("an http:// URL, or a list of URLs and {url, weight} entries")
+        formatter
+            .write_str("an http:// or https:// URL, or a list of URLs and {url, weight} entries")
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<UpstreamList, E> {
@@ -112,7 +113,7 @@ impl<'de> Visitor<'de> for EntryVisitor {
     type Value = UpstreamEntry;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("an http:// URL or an entry {url, weight}")
+        formatter.write_str("an http:// or https:// URL or an entry {url, weight}")
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<UpstreamEntry, E> {
@@ -280,7 +281,7 @@ mod tests {
             ),
             ("[{url: http://a:1, url: http://b:1}]", "written twice"),
             ("[ftp://a:1]", "scheme"),
-            ("[{url: 'https://a:1'}]", "https upstreams"),
+            ("[{url: 'wss://a:1'}]", "scheme"),
         ];
         for (yaml, expected) in cases {
             let err = list(yaml).unwrap_err();

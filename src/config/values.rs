@@ -1,5 +1,5 @@
 //! Typed values of the `gateway` section: listen addresses, route prefixes,
-//! the upstream URL, admin networks, header names and thread counts.
+//! admin networks, header names and thread counts.
 //!
 //! Each type checks its value while the YAML is read, so a bad value is
 //! reported with its line and column.
@@ -151,84 +151,6 @@ impl fmt::Display for RoutePrefix {
     }
 }
 
-/// The backend's base URL, `http://host:port`. Requests keep their own path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamUrl {
-    pub host: String,
-    pub port: u16,
-}
-
-impl UpstreamUrl {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let hint = "write it like \"http://127.0.0.1:20280\"";
-        let uri: http::Uri = text
-            .trim()
-            .parse()
-            .map_err(|err| format!("invalid upstream URL {text:?} ({err}); {hint}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                "invalid upstream URL {text:?}: https upstreams are not supported yet; use http://"
-            ))
-            }
-            _ => {
-                return Err(format!(
-                    "invalid upstream URL {text:?}: the scheme must be http://; {hint}"
-                ))
-            }
-        }
-        let Some(authority) = uri.authority() else {
-            return Err(format!(
-                "invalid upstream URL {text:?}: a host is missing; {hint}"
-            ));
-        };
-        if authority.as_str().contains('@') {
-            return Err(format!(
-                "invalid upstream URL {text:?}: user names and passwords are not allowed"
-            ));
-        }
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(format!(
-                "invalid upstream URL {text:?}: remove the path and query; keygate forwards each request's own path unchanged"
-            ));
-        }
-        let after_host = authority
-            .as_str()
-            .rsplit_once(']')
-            .map_or(authority.as_str(), |(_, tail)| tail);
-        if after_host.contains(':') && authority.port_u16().is_none() {
-            return Err(format!(
-                "invalid upstream URL {text:?}: the port must be a number from 1 to 65535"
-            ));
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        Ok(UpstreamUrl {
-            host,
-            port: authority.port_u16().unwrap_or(80),
-        })
-    }
-}
-
-deserialize_from_str!(
-    UpstreamUrl,
-    "an http:// URL such as \"http://127.0.0.1:20280\""
-);
-
-impl fmt::Display for UpstreamUrl {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(formatter, "http://[{}]:{}", self.host, self.port)
-        } else {
-            write!(formatter, "http://{}:{}", self.host, self.port)
-        }
-    }
-}
-
 /// A network allowed to call the admin routes; a bare address means that address alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AdminNet(pub IpNet);
@@ -360,24 +282,6 @@ mod tests {
     }
 
     #[test]
-    fn upstream_url_forms() {
-        let url = UpstreamUrl::parse("http://127.0.0.1:20280").unwrap();
-        assert_eq!((url.host.as_str(), url.port), ("127.0.0.1", 20280));
-        assert_eq!(UpstreamUrl::parse("http://backend").unwrap().port, 80);
-        assert_eq!(
-            UpstreamUrl::parse("http://[::1]:9000/").unwrap().host,
-            "::1"
-        );
-        assert!(UpstreamUrl::parse("https://backend").is_err());
-        assert!(UpstreamUrl::parse("ftp://backend").is_err());
-        assert!(UpstreamUrl::parse("http://backend/nps").is_err());
-        assert!(UpstreamUrl::parse("http://user:pw@backend").is_err());
-        assert!(UpstreamUrl::parse("127.0.0.1:20280").is_err());
-        assert!(UpstreamUrl::parse("http://127.0.0.1:99999").is_err());
-        assert!(UpstreamUrl::parse("http://backend?x=1").is_err());
-    }
-
-    #[test]
     fn admin_net_forms() {
         assert_eq!(
             AdminNet::parse("127.0.0.1").unwrap().0.to_string(),
@@ -460,14 +364,5 @@ mod tests {
                 "{name} must be rejected"
             );
         }
-    }
-
-    #[test]
-    fn upstream_port_and_query_rejected() {
-        let port = UpstreamUrl::parse("http://127.0.0.1:99999").unwrap_err();
-        assert!(port.contains("1 to 65535"), "{port}");
-        let query = UpstreamUrl::parse("http://backend?x=1").unwrap_err();
-        assert!(query.contains("query"), "{query}");
-        assert_eq!(UpstreamUrl::parse("http://[::1]:9000").unwrap().port, 9000);
     }
 }

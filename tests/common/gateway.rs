@@ -75,6 +75,8 @@ struct ConfigSummary {
     addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     health_path: String,
+    /// Set when `gateway.tls` is, so the listeners speak HTTPS.
+    tls: bool,
     /// Keys, and the API keys built from them, to redact from printed logs.
     secrets: Vec<String>,
 }
@@ -102,10 +104,13 @@ impl ConfigSummary {
             .unwrap_or("/nps");
         let health_path = format!("{}/health", context_path.trim_end_matches('/'));
 
+        let tls = gateway.is_some_and(|gateway| gateway.get("tls").is_some());
+
         Ok(ConfigSummary {
             addr,
             metrics_addr,
             health_path,
+            tls,
             secrets: config_secrets(&config),
         })
     }
@@ -186,7 +191,12 @@ impl Gateway {
             log_path,
             secrets: Mutex::new(summary.secrets),
         };
-        match gateway.wait_until_healthy(&summary.health_path) {
+        let ready = if summary.tls {
+            gateway.wait_until_listening()
+        } else {
+            gateway.wait_until_healthy(&summary.health_path)
+        };
+        match ready {
             Ok(()) => Ok(gateway),
             Err(reason) => Err(gateway.start_error(reason)),
         }
@@ -213,6 +223,39 @@ impl Gateway {
                 self.kill();
                 return Err(format!(
                     "GET {health_path} on {} did not return 200 within {START_TIMEOUT:?} ({last_probe})",
+                    self.addr
+                ));
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Waits like [`Gateway::wait_until_healthy`] for a gateway whose
+    /// listeners speak HTTPS, which this plain client cannot: until the
+    /// listen address accepts TCP connections and, when configured, the
+    /// metrics listener returns 200.
+    fn wait_until_listening(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Err(format!(
+                    "keygate exited with {status} before {} accepted connections",
+                    self.addr
+                ));
+            }
+            let listening =
+                std::net::TcpStream::connect_timeout(&self.addr, POLL_INTERVAL * 4).is_ok();
+            let metrics_up = self.metrics_addr.is_none_or(|metrics| {
+                try_request(metrics, "GET", "/metrics", &[], b"")
+                    .is_ok_and(|response| response.status == 200)
+            });
+            if listening && metrics_up {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!(
+                    "{} did not accept connections within {START_TIMEOUT:?}",
                     self.addr
                 ));
             }

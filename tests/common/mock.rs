@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::mock_push_backend::{serve, Received, ReceivedRequest};
+use super::mock_push_backend::{serve, serve_tls, tls_acceptor, Received, ReceivedRequest};
 
 /// Interval at which [`MockBackend::wait_for_requests`] checks the records.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -19,6 +19,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// refused.
 pub struct MockBackend {
     addr: SocketAddr,
+    /// Set when the mock serves HTTPS.
+    tls: bool,
     received: Received,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -27,6 +29,18 @@ pub struct MockBackend {
 impl MockBackend {
     /// Starts the mock. Panics when the port or the runtime cannot be set up.
     pub fn start() -> MockBackend {
+        Self::start_with(None)
+    }
+
+    /// Starts the mock serving HTTPS with a PEM certificate chain and key.
+    /// Panics when they do not form a usable certificate.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> MockBackend {
+        let acceptor = tls_acceptor(cert_pem.as_bytes(), key_pem.as_bytes())
+            .unwrap_or_else(|err| panic!("failed to set up TLS for the mock backend: {err}"));
+        Self::start_with(Some(acceptor))
+    }
+
+    fn start_with(acceptor: Option<tokio_rustls::TlsAcceptor>) -> MockBackend {
         let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .unwrap_or_else(|err| panic!("failed to bind the mock backend to 127.0.0.1:0: {err}"));
         let addr = listener
@@ -50,12 +64,19 @@ impl MockBackend {
         let received = Received::new();
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
         let served = received.clone();
+        let tls = acceptor.is_some();
         let thread = std::thread::Builder::new()
             .name(format!("mock-backend-{}", addr.port()))
             .spawn(move || {
                 runtime.block_on(async move {
+                    let server = async {
+                        match acceptor {
+                            Some(acceptor) => serve_tls(listener, acceptor, served).await,
+                            None => serve(listener, served).await,
+                        }
+                    };
                     tokio::select! {
-                        () = serve(listener, served) => {}
+                        () = server => {}
                         // Both a sent signal and a dropped sender stop the mock.
                         _ = shutdown_signal => {}
                     }
@@ -68,6 +89,7 @@ impl MockBackend {
 
         MockBackend {
             addr,
+            tls,
             received,
             shutdown: Some(shutdown),
             thread: Some(thread),
@@ -78,9 +100,10 @@ impl MockBackend {
         self.addr
     }
 
-    /// Returns the base URL, `http://127.0.0.1:PORT`.
+    /// Returns the base URL, `http://127.0.0.1:PORT`, or `https://` when it serves HTTPS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Returns a copy of the recorded requests, oldest first.

@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod mock;
 pub mod poll;
+pub mod tls;
 pub mod traffic;
 
 // The same file is the `mock_push_backend` example, so that tests and manual
