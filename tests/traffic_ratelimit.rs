@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::traffic::{key_of, metric_value, push};
 use common::{request, ConfigBuilder, Gateway, MockBackend, Response};
@@ -66,19 +66,20 @@ fn limited_client_gets_429_past_limit() {
     let elapsed = started.elapsed();
     let free_statuses = free.join().expect("the unlimited client's thread finishes");
 
-    assert!(
-        elapsed < Duration::from_secs(1),
-        "the 50 pushes took {elapsed:?}, so the test did not send them within one second"
-    );
+    // A 10/s bucket lets a burst of 10 through, then one more every 100 ms.
+    // The burst usually takes well under a second; on a loaded machine it may
+    // take longer, and the bucket then refills by the time that passed.
+    let refilled = (elapsed.as_secs_f64() * 10.0).ceil() as usize;
     let passed = limited
         .iter()
         .filter(|response| response.status == 404)
         .count();
     assert!(
-        (8..=15).contains(&passed),
-        "{passed} of 50 passed: {:?}",
+        (8..=12 + refilled).contains(&passed),
+        "{passed} of 50 passed in {elapsed:?}: {:?}",
         statuses(&limited)
     );
+    assert!(passed < 50, "the limit must refuse part of the burst: {:?}", statuses(&limited));
     let refused: Vec<&Response> = limited
         .iter()
         .filter(|response| response.status == 429)

@@ -202,8 +202,9 @@ impl Gateway {
         }
     }
 
-    /// Polls the health check every [`POLL_INTERVAL`] until it returns 200,
-    /// the process exits or [`START_TIMEOUT`] passes. Kills the process on
+    /// Polls the health check every [`POLL_INTERVAL`] until it returns 200
+    /// and the metrics listener answers, the process exits or
+    /// [`START_TIMEOUT`] passes. Kills the process on
     /// timeout.
     fn wait_until_healthy(&mut self, health_path: &str) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
@@ -214,8 +215,15 @@ impl Gateway {
                     self.addr
                 ));
             }
+            // pingora binds each service on its own runtime, so the metrics
+            // listener can come up a moment after the gateway answers.
+            let metrics_up = self.metrics_addr.is_none_or(|metrics| {
+                try_request(metrics, "GET", "/metrics", &[], b"")
+                    .is_ok_and(|response| response.status == 200)
+            });
             let last_probe = match try_request(self.addr, "GET", health_path, &[], b"") {
-                Ok(response) if response.status == 200 => return Ok(()),
+                Ok(response) if response.status == 200 && metrics_up => return Ok(()),
+                Ok(response) if response.status == 200 => "metrics listener not up yet".to_string(),
                 Ok(response) => format!("last health check returned {}", response.status),
                 Err(err) => format!("last health check failed: {err}"),
             };
