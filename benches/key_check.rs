@@ -12,8 +12,8 @@
 //! Run with `cargo bench --bench key_check`, or
 //! `cargo bench --bench key_check -- --quick key_timing` for the side by side
 //! alone. `benches/key_timing.rs` measures the same cases in interleaved
-//! rounds, which a busy machine skews less, and `benches/key_check.md`
-//! records the results.
+//! rounds, which a busy machine skews less. BENCHMARKS.md records the
+//! results.
 
 use std::hint::black_box;
 
