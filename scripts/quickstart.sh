@@ -517,8 +517,14 @@ set_config_value gateway.upstream "\"$BACKEND_URL\"" ||
     die "failed to set gateway.upstream in $config_copy"
 set_config_value gateway.metrics.listen "\"$LOOPBACK:$METRICS_PORT\"" ||
     die "failed to set gateway.metrics.listen in $config_copy"
+# The walk shows the refresh route, whose answer names what changed. With
+# the file watch on, keygate could load the edited copy first, and the
+# refresh would then report no change.
+set_config_value gateway.watchConfig false ||
+    die "failed to set gateway.watchConfig in $config_copy"
 say "set gateway.listen to $LOOPBACK:$GATEWAY_PORT, gateway.metrics.listen to" \
-    "$LOOPBACK:$METRICS_PORT and gateway.upstream to $BACKEND_URL in the copy"
+    "$LOOPBACK:$METRICS_PORT and gateway.upstream to $BACKEND_URL in the copy," \
+    "and turned the file watch off (gateway.watchConfig: false)"
 say "$keygate_bin check-config --config $config_copy"
 "$keygate_bin" check-config --config "$config_copy" ||
     die "keygate rejected $config_copy (see the message above)"

@@ -1,32 +1,29 @@
 //! The routes keygate serves itself: key generation, refresh and health.
 //!
-//! Admin routes are for peers inside `adminAllowFrom` only; the caller
-//! checks that before any of these run.
+//! Admin routes are for peers inside `adminAllowFrom`, or for peers that
+//! send the admin token; the caller checks that before any of these run.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Method, StatusCode};
-use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::config::check_client_id;
-use crate::keygen;
+use crate::keygen::{self, SnippetForm};
 use crate::metrics::ReloadTrigger;
 use crate::reload::{Snapshot, SnapshotStore};
+use crate::reload_actions::reload_and_forward;
 use crate::respond::LocalResponse;
-use crate::upstream::BackendInfo;
 
-/// How long the backend may take to respond to a forwarded refresh.
-const FORWARD_REFRESH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handles `GET .../util/generateclient/{clientId}`.
+/// Handles `GET .../util/generateclient/{clientId}`. The query may ask for a
+/// hashed key (`hash=true`) and, for a configured client, an extra key to
+/// add to its entry (`rotate=true`).
 pub fn generate_client(
     snapshot: &Snapshot,
     method: &Method,
     client_id: Option<&[u8]>,
+    query: &str,
     peer: &str,
 ) -> LocalResponse {
     if method != Method::GET && method != Method::HEAD {
@@ -68,7 +65,15 @@ pub fn generate_client(
             &format!("invalid clientId: {reason}"),
         );
     }
-    if snapshot.clients.contains(client_id) {
+    let options = match GenerateOptions::parse(query) {
+        Ok(options) => options,
+        Err(reason) => {
+            info!(route = "generateclient", peer, result = 400, reason = %reason, "admin request rejected");
+            return LocalResponse::error(StatusCode::BAD_REQUEST, &reason);
+        }
+    };
+    let configured = snapshot.clients.contains(client_id);
+    if configured && !options.rotate {
         info!(
             route = "generateclient",
             peer,
@@ -78,7 +83,7 @@ pub fn generate_client(
         );
         return LocalResponse::error(
             StatusCode::CONFLICT,
-            &format!("clientId {client_id:?} is already configured; choose another clientId"),
+            &format!("clientId {client_id:?} is already configured; choose another clientId, or add ?rotate=true for an extra key"),
         );
     }
     let key = match keygen::new_key() {
@@ -91,14 +96,55 @@ pub fn generate_client(
             );
         }
     };
+    let form = SnippetForm {
+        hashed: options.hash,
+        extra_key: configured,
+    };
     info!(
         route = "generateclient",
         peer,
         client_id,
         result = 200,
+        extra_key = configured,
+        hashed = options.hash,
         "generated a new client key"
     );
-    LocalResponse::text(StatusCode::OK, keygen::snippet(client_id, &key))
+    LocalResponse::text(StatusCode::OK, keygen::snippet_with(client_id, &key, form))
+}
+
+/// The query parameters of the generateclient route.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct GenerateOptions {
+    /// Give a configured client an extra key instead of answering 409.
+    rotate: bool,
+    /// Write the key as `keyHash`.
+    hash: bool,
+}
+
+impl GenerateOptions {
+    /// Reads `rotate` and `hash`, each `true`, `false` or bare (true).
+    /// Other parameters are ignored, as a Spring controller would.
+    fn parse(query: &str) -> Result<Self, String> {
+        let mut options = GenerateOptions::default();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, "true"));
+            let slot = match name {
+                "rotate" => &mut options.rotate,
+                "hash" => &mut options.hash,
+                _ => continue,
+            };
+            *slot = match value {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(format!(
+                        "invalid value for {name}: write {name}=true or {name}=false"
+                    ))
+                }
+            };
+        }
+        Ok(options)
+    }
 }
 
 /// Handles `POST .../refresh`: reloads the file, then tells the backend when `forwardRefresh` is on.
@@ -108,7 +154,7 @@ pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) ->
         return LocalResponse::error(StatusCode::METHOD_NOT_ALLOWED, "use POST to refresh")
             .with_header(http::header::ALLOW, "POST");
     }
-    match store.reload(ReloadTrigger::Refresh).await {
+    match reload_and_forward(store, ReloadTrigger::Refresh).await {
         Ok(report) => {
             info!(
                 route = "refresh",
@@ -120,16 +166,6 @@ pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) ->
                 clients_kept = report.clients_kept,
                 "config reloaded"
             );
-            for warning in &report.warnings {
-                warn!(route = "refresh", "{warning}");
-            }
-            if !report.waiting_for_restart.is_empty() {
-                warn!(route = "refresh", settings = ?report.waiting_for_restart, "changed settings wait for a restart");
-            }
-            let snapshot = store.current();
-            if snapshot.settings.forward_refresh {
-                tokio::spawn(forward_refresh(Arc::clone(&snapshot)));
-            }
             LocalResponse::json(StatusCode::OK, &json!(report.changed))
         }
         Err(err) => {
@@ -145,47 +181,6 @@ pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) ->
             LocalResponse::json(StatusCode::INTERNAL_SERVER_ERROR, &body)
         }
     }
-}
-
-/// Sends `POST <contextPath>/refresh` to every backend, since each one may
-/// read the same file, and logs each response status.
-async fn forward_refresh(snapshot: Arc<Snapshot>) {
-    let path = snapshot.routes.refresh_path();
-    let sends = snapshot.balancer.backends().map(|backend| {
-        let path = path.as_str();
-        async move {
-            let result =
-                tokio::time::timeout(FORWARD_REFRESH_TIMEOUT, post_empty(&backend, path)).await;
-            match result {
-                Ok(Ok(status)) => {
-                    info!(backend = %backend.label, path, status, "backend responded to the forwarded refresh")
-                }
-                Ok(Err(err)) => {
-                    warn!(backend = %backend.label, path, error = %err, "forwarding the refresh to the backend failed")
-                }
-                Err(_) => {
-                    warn!(backend = %backend.label, path, "forwarded refresh timed out waiting for the backend")
-                }
-            }
-        }
-    });
-    futures::future::join_all(sends).await;
-}
-
-async fn post_empty(backend: &BackendInfo, path: &str) -> pingora::Result<u16> {
-    let connector = Connector::new(None);
-    let (mut session, _reused) = connector.get_http_session(&backend.peer).await?;
-    let mut request = RequestHeader::build(Method::POST, path.as_bytes(), Some(3))?;
-    request.insert_header(http::header::HOST, backend.url.host.as_str())?;
-    request.insert_header(http::header::CONTENT_LENGTH, "0")?;
-    session.write_request_header(Box::new(request)).await?;
-    session.finish_request_body().await?;
-    session.read_response_header().await?;
-    let status = session
-        .response_header()
-        .map_or(0, |header| header.status.as_u16());
-    while session.read_response_body().await?.is_some() {}
-    Ok(status)
 }
 
 /// Handles `GET .../health`: up while a snapshot is loaded, which is always once serving.
@@ -206,5 +201,33 @@ pub async fn readiness(snapshot: &Snapshot) -> LocalResponse {
         LocalResponse::json(StatusCode::OK, &json!({"status": "UP"}))
     } else {
         LocalResponse::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "DOWN"}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_options_forms() {
+        assert_eq!(GenerateOptions::parse(""), Ok(GenerateOptions::default()));
+        let both = GenerateOptions {
+            rotate: true,
+            hash: true,
+        };
+        assert_eq!(GenerateOptions::parse("rotate=true&hash=true"), Ok(both));
+        assert_eq!(
+            GenerateOptions::parse("rotate&other=1"),
+            Ok(GenerateOptions {
+                rotate: true,
+                hash: false
+            })
+        );
+        assert_eq!(
+            GenerateOptions::parse("rotate=true&rotate=false"),
+            Ok(GenerateOptions::default())
+        );
+        let err = GenerateOptions::parse("rotate=yes").unwrap_err();
+        assert!(err.contains("rotate=true"), "{err}");
     }
 }

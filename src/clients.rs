@@ -3,18 +3,23 @@
 //!
 //! Keys are compared as SHA-256 digests with `subtle`, so the comparison
 //! takes the same time whatever the key's length or how much of it matches.
-//! The clientId is found with a hash map lookup, whose time can depend on the
-//! clientId. An unknown clientId still runs one digest comparison against a
-//! dummy digest, so unknown and known clients cost the same work.
+//! Every check compares the presented digest with as many stored digests as
+//! the client with the most keys has, filling up with a dummy digest, and
+//! combines the results without stopping at a match. So the work does not
+//! depend on which key matched, or on how many keys the client has. The
+//! clientId is found with a hash map lookup, whose time can depend on the
+//! clientId. An unknown clientId runs the same comparisons, against the dummy
+//! digest only.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::ClientEntry;
 
@@ -37,14 +42,17 @@ pub enum DenyReason {
     Malformed,
     UnknownClient,
     BadKey,
+    /// The key matched one of the client's keys, but that key has expired.
+    Expired,
 }
 
 impl DenyReason {
-    pub const ALL: [DenyReason; 4] = [
+    pub const ALL: [DenyReason; 5] = [
         DenyReason::Missing,
         DenyReason::Malformed,
         DenyReason::UnknownClient,
         DenyReason::BadKey,
+        DenyReason::Expired,
     ];
 
     /// Returns the value of the `reason` label and log field.
@@ -54,60 +62,104 @@ impl DenyReason {
             DenyReason::Malformed => "malformed",
             DenyReason::UnknownClient => "unknown_client",
             DenyReason::BadKey => "bad_key",
+            DenyReason::Expired => "expired",
         }
     }
 }
 
 /// One snapshot of the allowed clients, keyed by clientId.
 pub struct ClientTable {
-    digests: HashMap<Arc<str>, [u8; 32]>,
-    dummy_digest: [u8; 32],
+    keys: HashMap<Arc<str>, Box<[StoredKey]>>,
+    /// The maximum number of keys of one client, which is the number of comparisons every check makes.
+    comparisons: usize,
+    /// The key compared in place of missing ones. Its digest is random, so no presented key matches it.
+    dummy: StoredKey,
+}
+
+/// A key as the check needs it: its digest and when it stops passing.
+#[derive(Clone, Copy)]
+struct StoredKey {
+    digest: [u8; 32],
+    /// Unix time in nanoseconds from which the key no longer passes; `i128::MAX` for never.
+    expires_at: i128,
 }
 
 impl ClientTable {
-    /// Builds the table, hashing every key once.
+    /// Builds the table from entries whose keys are already hashed.
     pub fn new(entries: &[ClientEntry]) -> Self {
-        let digests = entries
+        let keys: HashMap<Arc<str>, Box<[StoredKey]>> = entries
             .iter()
             .map(|entry| {
-                (
-                    entry.client_id.as_str().into(),
-                    Sha256::digest(entry.key.as_bytes()).into(),
-                )
+                let stored = entry
+                    .keys
+                    .iter()
+                    .map(|key| StoredKey {
+                        digest: key.digest,
+                        expires_at: key
+                            .expires
+                            .map_or(i128::MAX, |expires| expires.unix_timestamp_nanos()),
+                    })
+                    .collect();
+                (entry.client_id.as_str().into(), stored)
             })
             .collect();
-        // Random so that no presented key can match it.
-        let mut dummy_digest = [0u8; 32];
-        if getrandom::fill(&mut dummy_digest).is_err() {
-            dummy_digest = Sha256::digest(b"keygate dummy digest for unknown clients").into();
+        let comparisons = keys
+            .values()
+            .map(|stored| stored.len())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut digest = [0u8; 32];
+        if getrandom::fill(&mut digest).is_err() {
+            digest = Sha256::digest(b"keygate dummy digest for unknown clients").into();
         }
         ClientTable {
-            digests,
-            dummy_digest,
+            keys,
+            comparisons,
+            dummy: StoredKey {
+                digest,
+                expires_at: i128::MAX,
+            },
         }
     }
 
     pub fn len(&self) -> usize {
-        self.digests.len()
+        self.keys.len()
     }
 
     pub fn contains(&self, client_id: &str) -> bool {
-        self.digests.contains_key(client_id)
+        self.keys.contains_key(client_id)
     }
 
     /// Iterates over the configured clientIds.
     pub fn client_ids(&self) -> impl Iterator<Item = &str> {
-        self.digests.keys().map(|id| &**id)
+        self.keys.keys().map(|id| &**id)
     }
 
-    /// Checks the `x-api-key` values of one request and returns the clientId it proves.
+    /// Checks the `x-api-key` values of one request at the current time and returns the clientId they prove.
     ///
     /// # Errors
     ///
     /// The reason the request is refused; every reason gets the same response.
     pub fn check<'v>(
         &self,
+        values: impl Iterator<Item = &'v [u8]>,
+    ) -> Result<&Arc<str>, DenyReason> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        self.check_at(values, i128::try_from(now).unwrap_or(i128::MAX))
+    }
+
+    /// Checks the `x-api-key` values of one request at `now`, in Unix nanoseconds.
+    ///
+    /// # Errors
+    ///
+    /// The reason the request is refused; every reason gets the same response.
+    pub fn check_at<'v>(
+        &self,
         mut values: impl Iterator<Item = &'v [u8]>,
+        now: i128,
     ) -> Result<&Arc<str>, DenyReason> {
         let Some(value) = values.next() else {
             return Err(DenyReason::Missing);
@@ -136,16 +188,34 @@ impl ClientTable {
         let (client_id, key) = decoded.split_once(':').ok_or(DenyReason::Malformed)?;
 
         let presented: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-        let (stored_id, stored) = match self.digests.get_key_value(client_id) {
-            Some((id, digest)) => (Some(id), digest),
-            None => (None, &self.dummy_digest),
-        };
-        let matches: bool = presented.ct_eq(stored).into();
-        match (stored_id, matches) {
-            (Some(id), true) => Ok(id),
-            (Some(_), false) => Err(DenyReason::BadKey),
-            (None, _) => Err(DenyReason::UnknownClient),
+        let (stored_id, stored): (Option<&Arc<str>>, &[StoredKey]) =
+            match self.keys.get_key_value(client_id) {
+                Some((id, keys)) => (Some(id), keys),
+                None => (None, &[]),
+            };
+        let (in_force, expired) = self.compare(&presented, stored, now);
+        match (stored_id, in_force, expired) {
+            (Some(id), true, _) => Ok(id),
+            (Some(_), false, true) => Err(DenyReason::Expired),
+            (Some(_), false, false) => Err(DenyReason::BadKey),
+            (None, _, _) => Err(DenyReason::UnknownClient),
         }
+    }
+
+    /// Compares `presented` with every stored key, and with the dummy in place
+    /// of missing ones, without stopping at a match. Returns whether a key in
+    /// force matched, and whether an expired key matched.
+    fn compare(&self, presented: &[u8; 32], stored: &[StoredKey], now: i128) -> (bool, bool) {
+        let mut in_force = Choice::from(0);
+        let mut expired = Choice::from(0);
+        for index in 0..self.comparisons {
+            let key = stored.get(index).unwrap_or(&self.dummy);
+            let equal = presented.ct_eq(&key.digest);
+            let live = Choice::from(u8::from(now < key.expires_at));
+            in_force |= equal & live;
+            expired |= equal & !live;
+        }
+        (in_force.into(), expired.into())
     }
 }
 
@@ -155,161 +225,4 @@ pub fn encode_api_key(client_id: &str, key: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const KEY: &str = "fd04de2f1e5544b2915d1a65098c490637a0715f5c9843459f05dfc298342936";
-
-    fn table() -> ClientTable {
-        ClientTable::new(&[
-            ClientEntry {
-                client_id: "karolin".into(),
-                key: KEY.into(),
-                rate_limit: None,
-            },
-            ClientEntry {
-                client_id: "colon".into(),
-                key: "ab:cd".into(),
-                rate_limit: None,
-            },
-            ClientEntry {
-                client_id: "café".into(),
-                key: "k1".into(),
-                rate_limit: None,
-            },
-        ])
-    }
-
-    fn check_one(table: &ClientTable, value: &[u8]) -> Result<String, DenyReason> {
-        table.check(std::iter::once(value)).map(|id| id.to_string())
-    }
-
-    #[test]
-    fn good_key_passes() {
-        let value = encode_api_key("karolin", KEY);
-        assert_eq!(check_one(&table(), value.as_bytes()), Ok("karolin".into()));
-    }
-
-    #[test]
-    fn padding_is_optional() {
-        let value = encode_api_key("colon", "ab:cd");
-        let unpadded = value.trim_end_matches('=');
-        assert_ne!(
-            unpadded, value,
-            "this value must carry padding for the test to mean anything"
-        );
-        assert_eq!(check_one(&table(), unpadded.as_bytes()), Ok("colon".into()));
-        assert_eq!(check_one(&table(), value.as_bytes()), Ok("colon".into()));
-    }
-
-    #[test]
-    fn colon_in_key_and_utf8_id() {
-        let table = table();
-        assert_eq!(
-            check_one(&table, encode_api_key("colon", "ab:cd").as_bytes()),
-            Ok("colon".into())
-        );
-        assert_eq!(
-            check_one(&table, encode_api_key("café", "k1").as_bytes()),
-            Ok("café".into())
-        );
-        assert_eq!(
-            check_one(&table, encode_api_key("colon", "ab").as_bytes()),
-            Err(DenyReason::BadKey)
-        );
-        let latin1 = base64::engine::general_purpose::STANDARD.encode(b"caf\xe9:k1");
-        assert_eq!(
-            check_one(&table, latin1.as_bytes()),
-            Err(DenyReason::Malformed)
-        );
-    }
-
-    #[test]
-    fn reasons() {
-        let table = table();
-        assert_eq!(
-            table.check(std::iter::empty()).err(),
-            Some(DenyReason::Missing)
-        );
-        assert_eq!(check_one(&table, b""), Err(DenyReason::Missing));
-        assert_eq!(
-            check_one(&table, b"not base64!"),
-            Err(DenyReason::Malformed)
-        );
-        let no_colon = base64::engine::general_purpose::STANDARD.encode("karolin");
-        assert_eq!(
-            check_one(&table, no_colon.as_bytes()),
-            Err(DenyReason::Malformed)
-        );
-        assert_eq!(
-            check_one(&table, encode_api_key("nobody", KEY).as_bytes()),
-            Err(DenyReason::UnknownClient)
-        );
-        assert_eq!(
-            check_one(&table, encode_api_key("karolin", "wrong").as_bytes()),
-            Err(DenyReason::BadKey)
-        );
-    }
-
-    #[test]
-    fn two_values_rejected() {
-        let good = encode_api_key("karolin", KEY);
-        let values = [good.as_bytes(), good.as_bytes()];
-        assert_eq!(
-            table().check(values.into_iter()).err(),
-            Some(DenyReason::Malformed)
-        );
-    }
-
-    #[test]
-    fn shell_made_base64_rejected() {
-        let table = table();
-        // `echo id:key | base64 -w0` encodes a trailing newline into the key.
-        let with_newline =
-            base64::engine::general_purpose::STANDARD.encode(format!("karolin:{KEY}\n"));
-        assert_eq!(
-            check_one(&table, with_newline.as_bytes()),
-            Err(DenyReason::BadKey)
-        );
-        // Plain `base64` wraps its output at 76 columns.
-        let good = encode_api_key("karolin", KEY);
-        let wrapped = format!("{}\n{}", &good[..76], &good[76..]);
-        assert_eq!(
-            check_one(&table, wrapped.as_bytes()),
-            Err(DenyReason::Malformed)
-        );
-        let spaced = format!(" {good}");
-        assert_eq!(
-            check_one(&table, spaced.as_bytes()),
-            Err(DenyReason::Malformed)
-        );
-    }
-
-    #[test]
-    fn long_value_decodes_on_heap() {
-        let key = "k".repeat(2000);
-        let table = ClientTable::new(&[ClientEntry {
-            client_id: "long".into(),
-            key: key.clone(),
-            rate_limit: None,
-        }]);
-        assert_eq!(
-            check_one(&table, encode_api_key("long", &key).as_bytes()),
-            Ok("long".into())
-        );
-        assert_eq!(
-            check_one(&table, encode_api_key("long", &key[1..]).as_bytes()),
-            Err(DenyReason::BadKey)
-        );
-    }
-
-    #[test]
-    fn value_joined_with_comma_rejected() {
-        let good = encode_api_key("karolin", KEY);
-        let joined = format!("{good}, {}", encode_api_key("karolin", "bad"));
-        assert_eq!(
-            check_one(&table(), joined.as_bytes()),
-            Err(DenyReason::Malformed)
-        );
-    }
-}
+mod tests;

@@ -7,7 +7,10 @@
 
 use std::fmt::Write;
 
+use sha2::{Digest, Sha256};
+
 use crate::clients::encode_api_key;
+use crate::config::KEY_HASH_PREFIX;
 
 /// Random bytes in a generated key; hex-encoded, the key has twice as many characters.
 const KEY_BYTES: usize = 32;
@@ -23,12 +26,42 @@ pub fn new_key() -> Result<String, String> {
     Ok(hex::encode(bytes))
 }
 
-/// Writes the snippet for one client: the header value as a comment, then the list entry.
+/// The form of a generated snippet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnippetForm {
+    /// Write `keyHash: sha256:<hex>` in place of the plain key.
+    pub hashed: bool,
+    /// Write one item for the `keys` list of a configured client instead of a whole entry.
+    pub extra_key: bool,
+}
+
+/// Writes the snippet for a new client: the header value as a comment, then the list entry.
 pub fn snippet(client_id: &str, key: &str) -> String {
+    snippet_with(client_id, key, SnippetForm::default())
+}
+
+/// Writes a snippet in the given form. The plain key appears only in the
+/// header value on the first line when the form is hashed.
+pub fn snippet_with(client_id: &str, key: &str, form: SnippetForm) -> String {
     let mut text = String::new();
     let _ = writeln!(text, "# X-Api-Key: {}", encode_api_key(client_id, key));
-    let _ = writeln!(text, "- clientId: {}", yaml_scalar(client_id));
-    let _ = writeln!(text, "  key: {}", yaml_scalar(key));
+    let key_line = if form.hashed {
+        // `sha256:` and hex digits read as one plain string in YAML 1.1 and 1.2.
+        let digest = Sha256::digest(key.as_bytes());
+        format!("keyHash: {KEY_HASH_PREFIX}{}", hex::encode(digest))
+    } else {
+        format!("key: {}", yaml_scalar(key))
+    };
+    if form.extra_key {
+        let _ = writeln!(
+            text,
+            "# An extra key for clientId {client_id}: add this item to the keys list of its entry."
+        );
+        let _ = writeln!(text, "- {key_line}");
+    } else {
+        let _ = writeln!(text, "- clientId: {}", yaml_scalar(client_id));
+        let _ = writeln!(text, "  {key_line}");
+    }
     text
 }
 
@@ -83,12 +116,17 @@ mod tests {
     use super::*;
     use crate::config::ClientEntry;
 
+    fn digest(key: &str) -> [u8; 32] {
+        Sha256::digest(key.as_bytes()).into()
+    }
+
     fn round_trip(client_id: &str, key: &str) {
         let text = snippet(client_id, key);
         let entries: Vec<ClientEntry> = serde_yaml::from_str(&text).unwrap();
         assert_eq!(entries.len(), 1, "{text}");
         assert_eq!(entries[0].client_id, client_id, "{text}");
-        assert_eq!(entries[0].key, key, "{text}");
+        assert_eq!(entries[0].keys.len(), 1, "{text}");
+        assert_eq!(entries[0].keys[0].digest, digest(key), "{text}");
     }
 
     #[test]
@@ -150,6 +188,61 @@ mod tests {
             ("é", "ünïcode"),
         ] {
             round_trip(client_id, key);
+        }
+    }
+
+    #[test]
+    fn hashed_snippet_hides_key() {
+        let key = new_key().unwrap();
+        let form = SnippetForm {
+            hashed: true,
+            extra_key: false,
+        };
+        let text = snippet_with("no", &key, form);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(
+            lines[0],
+            format!("# X-Api-Key: {}", encode_api_key("no", &key))
+        );
+        assert_eq!(lines[1], "- clientId: \"no\"");
+        assert_eq!(
+            lines[2],
+            format!("  keyHash: sha256:{}", hex::encode(digest(&key)))
+        );
+        assert!(!lines[1..].join("\n").contains(&key), "{text}");
+        let entries: Vec<ClientEntry> = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(entries[0].client_id, "no");
+        assert_eq!(entries[0].keys[0].digest, digest(&key));
+        assert_eq!(entries[0].keys[0].form, crate::config::KeyForm::Hashed);
+    }
+
+    #[test]
+    fn extra_key_snippet_is_keys_item() {
+        for hashed in [false, true] {
+            let key = new_key().unwrap();
+            let form = SnippetForm {
+                hashed,
+                extra_key: true,
+            };
+            let text = snippet_with("karolin", &key, form);
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 3, "{text}");
+            assert!(lines[0].starts_with("# X-Api-Key: "), "{text}");
+            assert!(
+                lines[1].starts_with("# An extra key for clientId karolin"),
+                "{text}"
+            );
+            let indented: String = text.lines().map(|line| format!("    {line}\n")).collect();
+            let entry = format!("- clientId: karolin\n  key: old-key\n  keys:\n{indented}");
+            let entries: Vec<ClientEntry> = serde_yaml::from_str(&entry).unwrap();
+            assert_eq!(entries[0].keys.len(), 2, "{entry}");
+            assert_eq!(entries[0].keys[1].digest, digest(&key), "{entry}");
+            assert_eq!(
+                entries[0].keys[1].form == crate::config::KeyForm::Hashed,
+                hashed,
+                "{entry}"
+            );
         }
     }
 }

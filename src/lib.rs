@@ -7,9 +7,11 @@
 //! backend that the [`balancer`] picks among the [`upstream`] backends that
 //! pass their [`health`] checks. A config file flows the other way:
 //! [`config`] parses and checks it, [`tls`] reads the certificate files it
-//! names, [`reload`] builds a snapshot and swaps it in.
+//! names, [`reload`] builds a snapshot and swaps it in, when the refresh
+//! route, a change of the file or SIGHUP ([`watch`]) asks for it.
 
 pub mod admin;
+pub mod admin_access;
 pub mod balancer;
 pub mod clients;
 pub mod config;
@@ -22,8 +24,10 @@ pub mod logging;
 pub mod metrics;
 pub mod ratelimit;
 pub mod reload;
+pub mod reload_actions;
 pub mod respond;
 pub mod routes;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod watch;

@@ -36,6 +36,12 @@ enum Command {
     GenerateClient {
         /// The clientId: 1 to 128 bytes, no whitespace, control characters or ':'.
         client_id: String,
+        /// Write the key as `keyHash: sha256:<hex>`; the plain key then appears only in the x-api-key comment line.
+        #[arg(long)]
+        hash: bool,
+        /// Print one item for the `keys` list of a configured client, to rotate its key.
+        #[arg(long)]
+        rotate: bool,
     },
 }
 
@@ -43,7 +49,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig) => check_config(&cli.config),
-        Some(Command::GenerateClient { client_id }) => generate_client(&client_id),
+        Some(Command::GenerateClient {
+            client_id,
+            hash,
+            rotate,
+        }) => generate_client(
+            &client_id,
+            keygen::SnippetForm {
+                hashed: hash,
+                extra_key: rotate,
+            },
+        ),
         None => run(cli.config),
     }
 }
@@ -121,6 +137,15 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
         "  metrics:        http://{}/metrics",
         settings.metrics.listen.0
     );
+    println!(
+        "  adminToken:     {}",
+        if settings.admin_token.is_some() {
+            "set"
+        } else {
+            "not set"
+        }
+    );
+    println!("  watchConfig:    {}", settings.watch_config);
     println!("  allowedClients: {}", config.clients.len());
 
     for warning in config.warnings.iter().chain(&tls_warnings) {
@@ -152,14 +177,14 @@ fn print_tls_summary(settings: &config::GatewaySettings, material: &tls::TlsMate
     }
 }
 
-fn generate_client(client_id: &str) -> ExitCode {
+fn generate_client(client_id: &str, form: keygen::SnippetForm) -> ExitCode {
     if let Err(reason) = config::check_client_id(client_id) {
         eprintln!("keygate: invalid clientId {client_id:?}: {reason}");
         return ExitCode::from(2);
     }
     match keygen::new_key() {
         Ok(key) => {
-            print!("{}", keygen::snippet(client_id, &key));
+            print!("{}", keygen::snippet_with(client_id, &key, form));
             ExitCode::SUCCESS
         }
         Err(err) => {

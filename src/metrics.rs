@@ -78,13 +78,20 @@ impl UpstreamErrorKind {
 /// The cause of a reload; the `trigger` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReloadTrigger {
+    /// The admin route `POST <contextPath>/refresh`.
     Refresh,
+    /// A change of the config file on disk.
+    File,
+    /// SIGHUP.
+    Signal,
 }
 
 impl ReloadTrigger {
     pub fn as_str(self) -> &'static str {
         match self {
             ReloadTrigger::Refresh => "refresh",
+            ReloadTrigger::File => "file",
+            ReloadTrigger::Signal => "signal",
         }
     }
 }

@@ -121,9 +121,8 @@ mod tests {
 
     fn entry(client_id: &str, rate_limit: Option<&str>) -> ClientEntry {
         ClientEntry {
-            client_id: client_id.into(),
-            key: format!("key-of-{client_id}"),
             rate_limit: rate_limit.map(|text| RateLimit::parse(text).unwrap()),
+            ..ClientEntry::with_key(client_id, &format!("key-of-{client_id}"))
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Snapshot {
     pub tls: TlsMaterial,
     /// Each top-level key of the file with a fingerprint of its value.
     top_level: Vec<(String, u64)>,
+    /// SHA-256 of the file's bytes that this snapshot was built from.
+    pub source_digest: [u8; 32],
 }
 
 /// The changes a successful reload made.
@@ -85,6 +87,7 @@ impl Snapshot {
             tls,
             settings: config.gateway,
             top_level: config.top_level,
+            source_digest: config.source_digest,
         })
     }
 }
@@ -124,6 +127,11 @@ impl SnapshotStore {
             reload_lock: tokio::sync::Mutex::new(()),
             reloaded: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Returns the path of the config file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Waits until the next successful reload.

@@ -1,7 +1,7 @@
 //! Builds the pingora server from a checked config: the gateway service on
 //! every listen address (HTTPS with HTTP/2 when `tls` is set), the metrics
-//! listener, and the background lookup and health checks of the upstream
-//! backends.
+//! listener, the background lookup and health checks of the upstream
+//! backends, and the service that reloads on SIGHUP and file changes.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -21,6 +21,7 @@ use crate::health::HealthCheckService;
 use crate::metrics::MetricsApp;
 use crate::reload::{Snapshot, SnapshotStore};
 use crate::upstream::ResolverService;
+use crate::watch::ReloadService;
 
 /// Seconds that in-flight requests get to finish after SIGTERM.
 const GRACEFUL_SHUTDOWN_SECONDS: u64 = 5;
@@ -100,10 +101,18 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) -> Result<(), String> {
     );
     let health = GenBackgroundService::new(
         "keygate health checks".to_string(),
-        Arc::new(HealthCheckService { store }),
+        Arc::new(HealthCheckService {
+            store: Arc::clone(&store),
+        }),
+    );
+    let reloader = GenBackgroundService::new(
+        "keygate reload".to_string(),
+        Arc::new(ReloadService::new(store)),
     );
 
-    server.add_service(proxy);
+    // The gateway listens only once the SIGHUP handler is in place.
+    let reloader = server.add_service(reloader);
+    server.add_service(proxy).add_dependency(&reloader);
     server.add_service(metrics);
     server.add_service(resolver);
     server.add_service(health);

@@ -1,13 +1,21 @@
 //! The `allowedClients` list: each entry's rules, checked while the YAML is
 //! read so errors carry a line and column, and the rules across entries.
+//!
+//! An entry names its keys in a short form on the entry (`key` or `keyHash`,
+//! with an optional `expires` for that key), in a `keys` list, or both. Every
+//! key listed passes until it expires, so a client can move to a new key
+//! while the old one still works.
 
 use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
+use super::keys::{one_secret, parse_expires, present, unknown_setting, KeyItem};
+pub use super::keys::{ClientKey, KeyForm, KeyPlace};
 use super::units::RateLimit;
 
 /// Maximum length of a clientId, in bytes.
@@ -16,23 +24,40 @@ pub const MAX_CLIENT_ID_BYTES: usize = 128;
 /// Keys shorter than this load with a warning; generated keys have 64 characters.
 pub const SHORT_KEY_CHARS: usize = 32;
 
-/// One configured client: its id, the key it must present and its own rate limit.
-#[derive(Clone, PartialEq, Eq)]
+/// Maximum number of keys of one client. Every key check compares as many
+/// digests as the client with the most keys has, so this bounds its cost.
+pub const MAX_KEYS_PER_CLIENT: usize = 16;
+
+/// One configured client: its id, the keys it may present and its own rate limit.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ClientEntry {
     pub client_id: String,
-    pub key: String,
+    /// At least one key; the short form on the entry comes first.
+    pub keys: Vec<ClientKey>,
     /// `None` means `gateway.rateLimit` applies.
     pub rate_limit: Option<RateLimit>,
 }
 
-// The key is a secret: debug output shows the clientId only.
+// Keys are secrets: debug output shows the clientId and the key count only.
 impl fmt::Debug for ClientEntry {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("ClientEntry")
             .field("client_id", &self.client_id)
+            .field("keys", &self.keys.len())
             .field("rate_limit", &self.rate_limit)
-            .finish_non_exhaustive()
+            .finish()
+    }
+}
+
+impl ClientEntry {
+    /// Builds an entry with one plain key that never expires and the default rate limit.
+    pub fn with_key(client_id: &str, key: &str) -> Self {
+        ClientEntry {
+            client_id: client_id.to_string(),
+            keys: vec![ClientKey::plain(key, None, KeyPlace::Entry)],
+            rate_limit: None,
+        }
     }
 }
 
@@ -61,19 +86,6 @@ pub fn check_client_id(client_id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks a key: not empty, and no control characters (a YAML block scalar would add a newline).
-fn check_key(key: &str) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("key is empty".into());
-    }
-    if key.chars().any(char::is_control) {
-        return Err(
-            "key contains a control character such as a newline; write it on one line".into(),
-        );
-    }
-    Ok(())
-}
-
 impl<'de> Deserialize<'de> for ClientEntry {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_map(EntryVisitor)
@@ -82,81 +94,136 @@ impl<'de> Deserialize<'de> for ClientEntry {
 
 struct EntryVisitor;
 
+/// The fields of an entry as read, before the rules across them are checked.
+#[derive(Default)]
+struct EntryFields {
+    client_id: Option<Option<String>>,
+    key: Option<Option<String>>,
+    key_hash: Option<Option<String>>,
+    expires: Option<Option<String>>,
+    keys: Option<Option<Vec<KeyItem>>>,
+    rate_limit: Option<Option<RateLimit>>,
+}
+
 impl<'de> Visitor<'de> for EntryVisitor {
     type Value = ClientEntry;
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("a client entry with clientId, key and an optional rateLimit")
+        formatter.write_str(
+            "a client entry with clientId, key, keyHash or keys, and an optional rateLimit",
+        )
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ClientEntry, A::Error> {
-        let mut client_id: Option<Option<String>> = None;
-        let mut key: Option<Option<String>> = None;
-        let mut rate_limit: Option<Option<RateLimit>> = None;
+        let mut fields = EntryFields::default();
         while let Some(name) = map.next_key::<String>()? {
-            let slot = match name.as_str() {
-                "clientId" => &mut client_id,
-                "key" => &mut key,
-                "rateLimit" if rate_limit.is_some() => {
-                    return Err(de::Error::custom(
-                        "rateLimit is written twice in one client entry",
-                    ))
+            let written_twice = match name.as_str() {
+                "keys" => fields.keys.is_some(),
+                "rateLimit" => fields.rate_limit.is_some(),
+                _ => {
+                    let slot =
+                        match name.as_str() {
+                            "clientId" => &mut fields.client_id,
+                            "key" => &mut fields.key,
+                            "keyHash" => &mut fields.key_hash,
+                            "expires" => &mut fields.expires,
+                            other => return Err(de::Error::custom(unknown_setting(
+                                other,
+                                "a client entry",
+                                "an entry has clientId, key, keyHash, expires, keys and rateLimit",
+                            ))),
+                        };
+                    slot.is_some()
                 }
-                "rateLimit" => {
-                    rate_limit = Some(map.next_value()?);
-                    continue;
-                }
-                other => return Err(de::Error::custom(unknown_setting(other))),
             };
-            if slot.is_some() {
+            if written_twice {
                 return Err(de::Error::custom(format!(
                     "{name} is written twice in one client entry"
                 )));
             }
             // Plain scalars such as `no`, `0123` or `1_000` arrive as the exact text written.
-            *slot = Some(map.next_value::<Option<String>>()?);
+            match name.as_str() {
+                "clientId" => fields.client_id = Some(map.next_value()?),
+                "key" => fields.key = Some(map.next_value()?),
+                "keyHash" => fields.key_hash = Some(map.next_value()?),
+                "expires" => fields.expires = Some(map.next_value()?),
+                "rateLimit" => fields.rate_limit = Some(map.next_value()?),
+                _ => fields.keys = Some(map.next_value()?),
+            }
         }
-
-        let Some(Some(client_id)) = client_id else {
-            return Err(de::Error::custom(
-                "clientId is missing or null in a client entry",
-            ));
-        };
-        check_client_id(&client_id)
-            .map_err(|reason| de::Error::custom(format!("{reason} (clientId {client_id:?})")))?;
-        let Some(Some(key)) = key else {
-            return Err(de::Error::custom(format!(
-                "key is missing or null for clientId {client_id:?}"
-            )));
-        };
-        check_key(&key)
-            .map_err(|reason| de::Error::custom(format!("{reason} for clientId {client_id:?}")))?;
-        Ok(ClientEntry {
-            client_id,
-            key,
-            rate_limit: rate_limit.flatten(),
-        })
+        fields.into_entry()
     }
 }
 
-/// Describes an unknown setting in a client entry. A long name is left out
-/// of the message: it is most likely a key pasted on the wrong line.
-fn unknown_setting(name: &str) -> String {
-    let shown = name.len() <= 24 && name.chars().all(|c| c.is_ascii_alphabetic());
-    if shown {
-        format!(
-            "unknown setting {name:?} in a client entry; an entry has clientId, key and rateLimit"
-        )
-    } else {
-        "unknown setting in a client entry (its name is not shown, as it may be a key); an entry has clientId, key and rateLimit".into()
+impl EntryFields {
+    fn into_entry<E: de::Error>(self) -> Result<ClientEntry, E> {
+        let Some(Some(client_id)) = self.client_id else {
+            return Err(E::custom("clientId is missing or null in a client entry"));
+        };
+        check_client_id(&client_id)
+            .map_err(|reason| E::custom(format!("{reason} (clientId {client_id:?})")))?;
+        let within = format!("the entry of clientId {client_id:?}");
+        let named = |reason: String| E::custom(format!("{reason} for clientId {client_id:?}"));
+
+        let key = present::<E>(self.key, "key", &within)?;
+        let key_hash = present::<E>(self.key_hash, "keyHash", &within)?;
+        let expires = present::<E>(self.expires, "expires", &within)?
+            .map(|text| parse_expires(&text))
+            .transpose()
+            .map_err(named)?;
+        let items = match self.keys {
+            None => Vec::new(),
+            Some(Some(items)) => items,
+            Some(None) => {
+                return Err(E::custom(format!(
+                    "keys is null in {within}; list at least one key or remove the line"
+                )))
+            }
+        };
+
+        let mut keys = Vec::with_capacity(1 + items.len());
+        match one_secret(key, key_hash, &within).map_err(named)? {
+            Some(secret) => keys.push(secret.into_key(expires, KeyPlace::Entry)),
+            None if expires.is_some() => {
+                return Err(E::custom(format!(
+                    "expires on {within} belongs to its key or keyHash, and it has neither; put expires inside each item of keys"
+                )))
+            }
+            None => {}
+        }
+        for (index, item) in items.into_iter().enumerate() {
+            keys.push(item.secret.into_key(item.expires, KeyPlace::Item(index)));
+        }
+
+        if keys.is_empty() {
+            return Err(E::custom(format!(
+                "key is missing or null for clientId {client_id:?}; give the entry a key, a keyHash or a keys list"
+            )));
+        }
+        if keys.len() > MAX_KEYS_PER_CLIENT {
+            return Err(E::custom(format!(
+                "clientId {client_id:?} has {} keys; the maximum is {MAX_KEYS_PER_CLIENT}, so remove keys that are no longer used",
+                keys.len()
+            )));
+        }
+        Ok(ClientEntry {
+            client_id,
+            keys,
+            rate_limit: self.rate_limit.flatten(),
+        })
     }
 }
 
 /// Checks the rules across entries: unique clientIds and unique keys.
 /// Returns the warnings that do not stop the file from loading.
 pub fn check_list(entries: &[ClientEntry]) -> Result<Vec<String>, String> {
+    check_list_at(entries, OffsetDateTime::now_utc())
+}
+
+/// Checks the rules across entries, with `now` deciding which keys have expired.
+pub fn check_list_at(entries: &[ClientEntry], now: OffsetDateTime) -> Result<Vec<String>, String> {
     let mut ids: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-    let mut keys: HashMap<[u8; 32], usize> = HashMap::with_capacity(entries.len());
+    let mut digests: HashMap<[u8; 32], (usize, KeyPlace)> = HashMap::with_capacity(entries.len());
     let mut warnings = Vec::new();
 
     for (index, entry) in entries.iter().enumerate() {
@@ -166,193 +233,51 @@ pub fn check_list(entries: &[ClientEntry]) -> Result<Vec<String>, String> {
                 entry.client_id
             ));
         }
-        let digest: [u8; 32] = Sha256::digest(entry.key.as_bytes()).into();
-        if let Some(first) = keys.insert(digest, index) {
-            return Err(format!(
-                "allowedClients[{first}] ({:?}) and allowedClients[{index}] ({:?}) have the same key; give each client its own key",
-                entries[first].client_id, entry.client_id
-            ));
-        }
-        let length = entry.key.chars().count();
-        if length < SHORT_KEY_CHARS {
-            warnings.push(format!(
-                "allowedClients[{index}] ({:?}) has a key of {length} characters; generated keys have 64, use at least {SHORT_KEY_CHARS}",
-                entry.client_id
-            ));
+        for key in &entry.keys {
+            if let Some((first, first_place)) = digests.insert(key.digest, (index, key.place)) {
+                return Err(if first == index {
+                    format!(
+                        "allowedClients[{index}] ({:?}) has the same key twice, in {first_place} and in {}; list each key once",
+                        entry.client_id, key.place
+                    )
+                } else {
+                    format!(
+                        "allowedClients[{first}] ({:?}) and allowedClients[{index}] ({:?}) have the same key; give each client its own key",
+                        entries[first].client_id, entry.client_id
+                    )
+                });
+            }
+            warnings.extend(key_warning(index, entry, key, now));
         }
     }
     Ok(warnings)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(yaml: &str) -> Result<Vec<ClientEntry>, serde_yaml::Error> {
-        serde_yaml::from_str(yaml)
+/// Returns the warning for a key that is short or has already expired.
+fn key_warning(
+    index: usize,
+    entry: &ClientEntry,
+    key: &ClientKey,
+    now: OffsetDateTime,
+) -> Option<String> {
+    let name = format!("allowedClients[{index}] ({:?})", entry.client_id);
+    if let Some(expires) = key.expires.filter(|_| key.is_expired_at(now)) {
+        let when = expires
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| expires.to_string());
+        return Some(format!(
+            "{name}: {} expired at {when} and no longer passes; remove it",
+            key.place
+        ));
     }
-
-    #[test]
-    fn client_id_rules() {
-        assert!(check_client_id("karolin").is_ok());
-        assert!(check_client_id("café").is_ok());
-        assert!(check_client_id(&"a".repeat(128)).is_ok());
-        assert!(check_client_id(&"a".repeat(129)).is_err());
-        assert!(check_client_id("").is_err());
-        assert!(check_client_id("a:b").is_err());
-        assert!(check_client_id("a b").is_err());
-        assert!(check_client_id("a\tb").is_err());
-        assert!(check_client_id("a\u{7f}").is_err());
-        assert!(check_client_id("a\u{a0}b").is_err());
-    }
-
-    #[test]
-    fn scalars_read_as_written() {
-        let entries =
-            parse("- clientId: no\n  key: 0e12345\n- clientId: 0123\n  key: 1_000\n").unwrap();
-        assert_eq!(entries[0].client_id, "no");
-        assert_eq!(entries[0].key, "0e12345");
-        assert_eq!(entries[1].client_id, "0123");
-        assert_eq!(entries[1].key, "1_000");
-    }
-
-    #[test]
-    fn missing_or_null_key_rejected() {
-        for yaml in [
-            "- clientId: a\n",
-            "- clientId: a\n  key:\n",
-            "- clientId: a\n  key: ~\n",
-            "- clientId: a\n  key: null\n",
-        ] {
-            let err = parse(yaml).unwrap_err();
-            assert!(
-                err.to_string().contains("key is missing or null"),
-                "{yaml:?}: {err}"
-            );
-            assert!(err.location().is_some(), "{yaml:?} has no location");
-        }
-    }
-
-    #[test]
-    fn empty_key_and_missing_id_rejected() {
-        assert!(parse("- clientId: a\n  key: ''\n")
-            .unwrap_err()
-            .to_string()
-            .contains("key is empty"));
-        assert!(parse("- key: abc\n")
-            .unwrap_err()
-            .to_string()
-            .contains("clientId is missing"));
-        assert!(parse("- clientId: a:b\n  key: k\n")
-            .unwrap_err()
-            .to_string()
-            .contains("':'"));
-    }
-
-    #[test]
-    fn duplicate_field_and_unknown_field_rejected() {
-        let err = parse("- clientId: a\n  key: k\n  key: j\n").unwrap_err();
-        assert!(err.to_string().contains("written twice"), "{err}");
-        // Errors raised for an entry point at the line where the entry starts.
-        assert_eq!(err.location().map(|at| at.line()), Some(1));
-        let typo = parse("- clientId: a\n  kye: k\n").unwrap_err();
-        assert!(
-            typo.to_string().contains("unknown setting \"kye\""),
-            "{typo}"
-        );
-    }
-
-    #[test]
-    fn pasted_key_as_name_not_echoed() {
-        let pasted = "fd04de2f1e5544b2915d1a65098c490637a0715f5c9843459f05dfc298342936";
-        let err = parse(&format!("- clientId: a\n  {pasted}: 1\n")).unwrap_err();
-        assert!(err.to_string().contains("unknown setting"), "{err}");
-        assert!(
-            !err.to_string().contains(pasted),
-            "a pasted key must not be echoed: {err}"
-        );
-    }
-
-    #[test]
-    fn multiline_key_rejected() {
-        let err = parse("- clientId: a\n  key: |\n    abc\n").unwrap_err();
-        assert!(err.to_string().contains("control character"), "{err}");
-    }
-
-    #[test]
-    fn list_rules_name_both_entries() {
-        let same_id = parse(
-            "- clientId: a\n  key: k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1k1\n- clientId: a\n  key: k2\n",
-        )
-        .unwrap();
-        let err = check_list(&same_id).unwrap_err();
-        assert!(
-            err.contains("allowedClients[0]") && err.contains("allowedClients[1]"),
-            "{err}"
-        );
-
-        let same_key = parse("- clientId: a\n  key: k\n- clientId: b\n  key: k\n").unwrap();
-        let err = check_list(&same_key).unwrap_err();
-        assert!(
-            err.contains("same key") && err.contains("\"a\"") && err.contains("\"b\""),
-            "{err}"
-        );
-        assert!(
-            !err.contains(": k"),
-            "the key must not appear in the message: {err}"
-        );
-    }
-
-    #[test]
-    fn short_key_warns() {
-        let entries = parse("- clientId: a\n  key: short\n").unwrap();
-        let warnings = check_list(&entries).unwrap();
-        assert_eq!(warnings.len(), 1);
-        assert!(
-            !warnings[0].contains("short\""),
-            "the key must not appear: {}",
-            warnings[0]
-        );
-    }
-
-    #[test]
-    fn debug_hides_key() {
-        let entry = ClientEntry {
-            client_id: "a".into(),
-            key: "secret-value".into(),
-            rate_limit: None,
-        };
-        assert!(!format!("{entry:?}").contains("secret-value"));
-    }
-
-    #[test]
-    fn rate_limit_read_per_entry() {
-        let entries = parse(
-            "- clientId: a\n  key: k1\n  rateLimit: 10/s\n- clientId: b\n  key: k2\n- clientId: c\n  key: k3\n  rateLimit: unlimited\n",
-        )
-        .unwrap();
-        assert_eq!(
-            entries[0].rate_limit.map(|limit| limit.to_string()),
-            Some("10/s".into())
-        );
-        assert_eq!(entries[1].rate_limit, None);
-        assert_eq!(entries[2].rate_limit, Some(RateLimit::Unlimited));
-    }
-
-    #[test]
-    fn bad_rate_limit_points_at_entry() {
-        let err =
-            parse("- clientId: a\n  key: k1\n- clientId: b\n  key: k2\n  rateLimit: 10/hour\n")
-                .unwrap_err();
-        assert!(err.to_string().contains("invalid rate limit"), "{err}");
-        // A bad value points at the value itself.
-        assert_eq!(
-            err.location().map(|at| (at.line(), at.column())),
-            Some((5, 14)),
-            "{err}"
-        );
-        let twice =
-            parse("- clientId: a\n  key: k1\n  rateLimit: 1/s\n  rateLimit: 2/s\n").unwrap_err();
-        assert!(twice.to_string().contains("written twice"), "{twice}");
+    match key.form {
+        KeyForm::Plain { chars } if chars < SHORT_KEY_CHARS => Some(format!(
+            "{name}: {} has {chars} characters; generated keys have 64, use at least {SHORT_KEY_CHARS}",
+            key.place
+        )),
+        _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

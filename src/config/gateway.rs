@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::admin_token::AdminToken;
 use super::tls::{PemPath, TlsFiles};
 use super::units::{ConfigDuration, ConfigSize, RateLimit};
 use super::upstreams::{HealthCheckSettings, UpstreamList};
@@ -37,6 +38,10 @@ pub struct GatewaySettings {
     pub client_id_header: ForwardedHeader,
     pub request_id_header: ForwardedHeader,
     pub admin_allow_from: Vec<AdminNet>,
+    /// Digest of a bearer token that admits peers outside `adminAllowFrom` to the admin routes.
+    pub admin_token: Option<AdminToken>,
+    /// Reload when the config file changes on disk.
+    pub watch_config: bool,
     pub threads: Threads,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -132,6 +137,8 @@ impl Default for GatewaySettings {
                     std::net::Ipv6Addr::LOCALHOST,
                 ))),
             ],
+            admin_token: None,
+            watch_config: true,
             threads: Threads::Auto,
             timeouts: Timeouts::default(),
             limits: Limits::default(),

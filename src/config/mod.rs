@@ -2,8 +2,10 @@
 //! `allowedClients` list keygate reads. Every other top-level key belongs to
 //! the backend and is kept only to report what a refresh changed.
 
+mod admin_token;
 mod clients;
 mod gateway;
+mod keys;
 mod tls;
 mod units;
 mod upstream_url;
@@ -17,9 +19,14 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
-pub use clients::{check_client_id, ClientEntry};
+pub use admin_token::AdminToken;
+pub use clients::{
+    check_client_id, ClientEntry, ClientKey, KeyForm, KeyPlace, MAX_KEYS_PER_CLIENT,
+};
 pub use gateway::{GatewaySettings, LogFormat, LogLevel};
+pub use keys::{parse_expires, parse_key_hash, KEY_HASH_PREFIX};
 pub use tls::{PemPath, TlsFiles};
 pub use units::{RateLimit, RatePeriod};
 pub use upstreams::{HealthCheckSettings, UpstreamEntry, UpstreamList};
@@ -27,7 +34,7 @@ pub use upstream_url::UpstreamUrl;
 pub use values::RoutePrefix;
 
 /// The largest config file keygate reads; a bigger one is almost certainly the wrong file.
-const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
+pub const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// A config file that passed every rule.
 #[derive(Debug)]
@@ -38,6 +45,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// Each top-level key with a fingerprint of its value, in file order.
     pub top_level: Vec<(String, u64)>,
+    /// SHA-256 of the file's bytes, to tell whether the file on disk changed since.
+    pub source_digest: [u8; 32],
 }
 
 /// The reason a config file was rejected, with the place when the parser reports it.
@@ -180,6 +189,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         clients,
         warnings,
         top_level: file.top_level,
+        source_digest: Sha256::digest(text.as_bytes()).into(),
     })
 }
 
@@ -239,12 +249,15 @@ impl<'de> Visitor<'de> for FileVisitor {
                 "gateway" => {
                     file.gateway = map.next_value()?;
                     format!("{:?}", file.gateway).hash(&mut hasher);
+                    // Debug output leaves the token digest out, so it is hashed on its own.
+                    file.gateway
+                        .as_ref()
+                        .map(|gateway| &gateway.admin_token)
+                        .hash(&mut hasher);
                 }
                 "allowedClients" => {
                     file.allowed_clients = map.next_value()?;
-                    for entry in file.allowed_clients.iter().flatten() {
-                        (&entry.client_id, &entry.key, &entry.rate_limit).hash(&mut hasher);
-                    }
+                    file.allowed_clients.hash(&mut hasher);
                 }
                 _ => map.next_value::<serde_yaml::Value>()?.hash(&mut hasher),
             }

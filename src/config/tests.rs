@@ -263,6 +263,55 @@ fn fingerprints_follow_changes() {
 }
 
 #[test]
+fn admin_token_and_watch_config_checked() {
+    let digest = "ab".repeat(32);
+    let config = parse_text(&format!(
+        "gateway:\n  adminToken: sha256:{digest}\n  watchConfig: false\nallowedClients: []\n"
+    ))
+    .unwrap();
+    assert_eq!(config.gateway.admin_token, Some(AdminToken([0xab; 32])));
+    assert!(!config.gateway.watch_config);
+
+    let bad_token = error_of("gateway:\n  adminToken: secret\nallowedClients: []\n");
+    assert!(
+        bad_token.message.contains("invalid adminToken"),
+        "{bad_token}"
+    );
+    assert_eq!(bad_token.line, Some(2), "{bad_token}");
+    assert!(!bad_token.message.contains("secret"), "{bad_token}");
+
+    let bad_watch = error_of("gateway:\n  watchConfig: maybe\nallowedClients: []\n");
+    assert!(bad_watch.message.contains("invalid type"), "{bad_watch}");
+    assert_eq!(bad_watch.line, Some(2), "{bad_watch}");
+}
+
+#[test]
+fn admin_token_change_is_reported() {
+    let with_token = |digit: &str| {
+        parse_text(&format!(
+            "gateway:\n  adminToken: sha256:{}\nallowedClients: []\n",
+            digit.repeat(64)
+        ))
+        .unwrap()
+    };
+    assert_ne!(
+        with_token("a").top_level,
+        with_token("b").top_level,
+        "a changed adminToken must change the gateway fingerprint"
+    );
+}
+
+#[test]
+fn client_key_error_has_place() {
+    let err = error_of(
+        "allowedClients:\n  - clientId: a\n    keys:\n      - key: k\n      - keyHash: md5:00\n",
+    );
+    assert!(err.message.contains("invalid keyHash"), "{err}");
+    assert_eq!((err.line, err.column), (Some(5), Some(9)), "{err}");
+    assert!(err.to_string().starts_with("test.yml:5:9: "), "{err}");
+}
+
+#[test]
 fn bad_client_rate_limit_points_at_value() {
     let err = error_of(&format!(
         "allowedClients:\n  - clientId: a\n    key: {KEY}\n    rateLimit: 10 per second\n"

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::{peer_ip, Gateway, RequestCtx};
 use crate::admin;
+use crate::admin_access::{admin_access, AdminAccess};
 use crate::clients::DenyReason;
 use crate::logging::AUTH_FAILURE_LOG;
 use crate::metrics::{RouteLabel, METRICS};
@@ -68,7 +69,7 @@ impl Gateway {
         self.respond(session, ctx, snapshot, response).await
     }
 
-    /// Handles the admin routes for peers inside `adminAllowFrom`.
+    /// Handles the admin routes for peers inside `adminAllowFrom` and for peers that send the admin token.
     pub(super) async fn admin(
         &self,
         session: &mut Session,
@@ -79,28 +80,42 @@ impl Gateway {
         ctx.route = RouteLabel::Admin;
         let ip = peer_ip(session);
         let peer = ip.map_or_else(|| "-".to_string(), |ip| ip.to_string());
-        let allowed = ip.is_some_and(|ip| {
-            snapshot
-                .settings
-                .admin_allow_from
-                .iter()
-                .any(|net| net.0.contains(&ip))
-        });
-        if !allowed {
-            info!(
-                route = route.name(),
-                peer,
-                result = 403,
-                "admin request rejected: peer outside adminAllowFrom"
-            );
-            let response = LocalResponse::error(StatusCode::FORBIDDEN, "Access denied");
-            return self.respond(session, ctx, snapshot, response).await;
+        let authorization = session
+            .req_header()
+            .headers
+            .get_all(http::header::AUTHORIZATION);
+        match admin_access(
+            &snapshot.settings,
+            ip,
+            authorization.iter().map(|value| value.as_bytes()),
+        ) {
+            AdminAccess::AllowedPeer => {}
+            AdminAccess::Token => {
+                info!(
+                    route = route.name(),
+                    peer,
+                    admitted_by = "adminToken",
+                    "admin request from outside adminAllowFrom admitted"
+                );
+            }
+            AdminAccess::Denied(reason) => {
+                info!(
+                    route = route.name(),
+                    peer,
+                    result = 403,
+                    reason,
+                    "admin request rejected"
+                );
+                let response = LocalResponse::error(StatusCode::FORBIDDEN, "Access denied");
+                return self.respond(session, ctx, snapshot, response).await;
+            }
         }
         let method = session.req_header().method.clone();
         let response = match route {
             AdminRoute::Refresh => admin::refresh(&self.store, &method, &peer).await,
             AdminRoute::GenerateClient(id) => {
-                admin::generate_client(snapshot, &method, id.as_deref(), &peer)
+                let query = session.req_header().uri.query().unwrap_or("");
+                admin::generate_client(snapshot, &method, id.as_deref(), query, &peer)
             }
         };
         self.respond(session, ctx, snapshot, response).await

@@ -7,8 +7,9 @@ use serde_yaml::{Mapping, Value};
 /// Builds the text of keygate's `application.yml`.
 ///
 /// The defaults are those of a test run: listen and metrics addresses on
-/// free loopback ports, one worker thread and log level `trace`, so that
-/// tests can search the log for leaked keys. Settings are stored as YAML
+/// free loopback ports, one worker thread, log level `trace`, so that
+/// tests can search the log for leaked keys, and `watchConfig: false`, so
+/// that a rewritten file is loaded only when the test asks for it. Settings are stored as YAML
 /// values and serialized with serde_yaml, so client ids, keys and strings
 /// set with [`ConfigBuilder::set_string`] are quoted as needed.
 #[derive(Clone, Debug)]
@@ -38,6 +39,7 @@ hideCredentials: false
 clientIdHeader: X-Client-Id
 requestIdHeader: X-Request-Id
 adminAllowFrom: ['127.0.0.1/32', '::1/128']
+watchConfig: false
 threads: 1
 timeouts: {{ connect: 1s, read: 30s, write: 30s, upstreamIdle: 60s, clientRead: 60s }}
 limits: {{ maxHeaderSize: 64KiB, maxBodySize: 10MiB, drainBodyMax: 64KiB, drainTime: 1s }}

@@ -12,7 +12,9 @@
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
 pub mod mock;
+pub mod poll;
 pub mod tls;
 pub mod traffic;
 
