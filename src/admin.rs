@@ -115,7 +115,7 @@ pub fn generate_client(
 /// The query parameters of the generateclient route.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct GenerateOptions {
-    /// Give a configured client an extra key instead of answering 409.
+    /// Give a configured client an extra key instead of responding with 409.
     rotate: bool,
     /// Write the key as `keyHash`.
     hash: bool,
@@ -147,7 +147,7 @@ impl GenerateOptions {
     }
 }
 
-/// Handles `POST .../refresh`: reloads the file, then tells the backend when `forwardRefresh` is on.
+/// Handles `POST .../refresh`: reloads the file, then forwards the refresh to the backend when `forwardRefresh` is on.
 pub async fn refresh(store: &Arc<SnapshotStore>, method: &Method, peer: &str) -> LocalResponse {
     if method != Method::POST {
         info!(route = "refresh", peer, %method, result = 405, "admin request rejected: method not allowed");

@@ -1,7 +1,7 @@
-//! Who may call the admin routes: a peer inside `adminAllowFrom`, or, when
+//! Access to the admin routes: a peer inside `adminAllowFrom`, or, when
 //! `gateway.adminToken` is set, any peer that sends
 //! `Authorization: Bearer <token>` for the token whose SHA-256 digest the
-//! file holds. The token is compared as a digest with `subtle`, in constant
+//! file contains. The token is compared as a digest with `subtle`, in constant
 //! time, and is never logged.
 
 use std::net::IpAddr;
@@ -14,7 +14,7 @@ use crate::config::GatewaySettings;
 /// The authentication scheme of the `Authorization` header that carries the admin token.
 const BEARER: &[u8] = b"Bearer";
 
-/// How an admin request was admitted, or why it was not.
+/// The outcome of the admin access check: how a request was admitted, or why not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdminAccess {
     /// The peer is inside `adminAllowFrom`.
