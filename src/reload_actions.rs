@@ -1,7 +1,8 @@
-//! What every reload trigger does around the reload itself: the refresh
-//! route, a change of the config file and SIGHUP all reload through
-//! [`SnapshotStore::reload`], log the warnings of a new file, and tell the
-//! backends about a successful reload when `forwardRefresh` is on.
+//! The steps every reload trigger shares around the reload itself. The
+//! refresh route, a change of the config file and SIGHUP all reload through
+//! [`SnapshotStore::reload`] and log the warnings of a new file. After a
+//! successful reload they forward the refresh to the backends when
+//! `forwardRefresh` is on.
 
 use std::sync::Arc;
 use std::time::Duration;

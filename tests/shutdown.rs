@@ -17,7 +17,7 @@ fn sigterm_finishes_request_in_flight() {
     let addr = gateway.addr();
     let key = api_key("karolin", KEY);
 
-    // The backend holds this request for 2 s; SIGTERM arrives after 0.5 s.
+    // The backend delays this response by 2 s; SIGTERM arrives after 0.5 s.
     let in_flight = thread::spawn(move || {
         request(
             addr,

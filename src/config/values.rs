@@ -133,7 +133,7 @@ impl RoutePrefix {
         Ok(RoutePrefix(trimmed.to_string()))
     }
 
-    /// The prefix split into its segments, without the leading empty one.
+    /// Splits the prefix into its segments, without the leading empty one.
     pub fn segments(&self) -> impl Iterator<Item = &str> {
         self.0.split('/').skip(1)
     }
@@ -219,7 +219,7 @@ pub enum Threads {
 impl Threads {
     pub const MAX: usize = 1024;
 
-    /// The thread count to run with, resolving `auto` to the number of cores.
+    /// Returns the thread count to run with, resolving `auto` to the number of cores.
     pub fn resolve(self) -> usize {
         match self {
             Threads::Auto => std::thread::available_parallelism().map_or(1, |count| count.get()),

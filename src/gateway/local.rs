@@ -121,7 +121,7 @@ impl Gateway {
         self.respond(session, ctx, snapshot, response).await
     }
 
-    /// Answers the health routes, open to anyone.
+    /// Serves the health routes, which are open to anyone.
     pub(super) async fn health(
         &self,
         session: &mut Session,

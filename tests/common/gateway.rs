@@ -203,7 +203,7 @@ impl Gateway {
     }
 
     /// Polls the health check every [`POLL_INTERVAL`] until it returns 200
-    /// and the metrics listener answers, the process exits or
+    /// and the metrics listener returns 200, the process exits or
     /// [`START_TIMEOUT`] passes. Kills the process on
     /// timeout.
     fn wait_until_healthy(&mut self, health_path: &str) -> Result<(), String> {
@@ -216,7 +216,7 @@ impl Gateway {
                 ));
             }
             // pingora binds each service on its own runtime, so the metrics
-            // listener can come up a moment after the gateway answers.
+            // listener can come up a moment after the gateway returns 200.
             let metrics_up = self.metrics_addr.is_none_or(|metrics| {
                 try_request(metrics, "GET", "/metrics", &[], b"")
                     .is_ok_and(|response| response.status == 200)
