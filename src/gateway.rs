@@ -90,7 +90,15 @@ impl Gateway {
             }
         }
         let count = self.request_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{count:016x}", self.request_id_prefix)
+        // Hex of the prefix and the count, 16 digits each, without the formatting machinery.
+        let mut digits = [0u8; 32];
+        let (prefix, counter) = digits.split_at_mut(16);
+        if hex::encode_to_slice(self.request_id_prefix.to_be_bytes(), prefix).is_err()
+            || hex::encode_to_slice(count.to_be_bytes(), counter).is_err()
+        {
+            return format!("{:016x}{count:016x}", self.request_id_prefix);
+        }
+        String::from_utf8_lossy(&digits).into_owned()
     }
 }
 

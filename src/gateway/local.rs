@@ -19,6 +19,9 @@ use crate::metrics::{RouteLabel, METRICS};
 use crate::reload::Snapshot;
 use crate::respond::{self, LocalResponse, FORBIDDEN_BODY};
 
+/// The header that carries `base64(clientId:key)`.
+static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 impl Gateway {
     /// Sends a local response and records its status for metrics and the access log.
     pub(super) async fn respond(
@@ -151,7 +154,7 @@ impl Gateway {
     ) -> Result<bool> {
         ctx.route = RouteLabel::Proxy;
         let limits = &snapshot.settings.limits;
-        let values = session.req_header().headers.get_all("x-api-key");
+        let values = session.req_header().headers.get_all(&X_API_KEY);
         match snapshot
             .clients
             .check(values.iter().map(|value| value.as_bytes()))
