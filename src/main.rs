@@ -45,6 +45,12 @@ enum Command {
     },
 }
 
+/// mimalloc instead of the system allocator: the engine allocates and frees
+/// many small buffers per request, and glibc's malloc spent about a fifth of
+/// the instructions per request (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
