@@ -413,19 +413,35 @@ fn upstream_errors(gateway: &Gateway, kind: &str) -> f64 {
     )
 }
 
-/// Asserts that keygate logs a failed backend request of `kind` for
-/// `request_id`.
-fn assert_failure_logged(gateway: &Gateway, request_id: &str, kind: &str) {
+/// Log message of a backend failure that the client gets as an error status.
+const FAILURE_MESSAGE: &str = "backend request failed";
+
+/// Log message of a backend failure after the client got the response head.
+const BROKEN_BODY_MESSAGE: &str = "backend request failed after the response head was sent; closing the client connection before the end of the body";
+
+/// Asserts that keygate logs `message` for `request_id` with the backend
+/// error `kind` and the `status` that the client got.
+fn assert_failure_logged(
+    gateway: &Gateway,
+    request_id: &str,
+    kind: &str,
+    status: u16,
+    message: &str,
+) {
+    // The text format writes the message first, then the fields in order.
+    let parts = [
+        format!("{message} kind=\"{kind}\""),
+        format!(" status={status} "),
+        format!(" request_id=\"{request_id}\""),
+    ];
     let logged = common::poll::wait_until(LOG_TIMEOUT, || {
-        gateway.log_text().lines().any(|line| {
-            line.contains("backend request failed")
-                && line.contains(&format!("request_id=\"{request_id}\""))
-                && line.contains(&format!("kind=\"{kind}\""))
-        })
+        let log = gateway.log_text();
+        log.lines()
+            .any(|line| parts.iter().all(|part| line.contains(part.as_str())))
     });
     assert!(
         logged,
-        "no \"backend request failed\" line with kind {kind} for request {request_id}; log tail:\n{}",
+        "no log line with all of {parts:?}; log tail:\n{}",
         gateway.redacted_log_tail(20)
     );
 }
@@ -464,7 +480,13 @@ fn reset_before_response_gives_502() {
         "a push is sent to the backend once, never retried"
     );
     assert_eq!(upstream_errors(&gateway, "reset"), resets_before + 1.0);
-    assert_failure_logged(&gateway, &request_id(&response), "reset");
+    assert_failure_logged(
+        &gateway,
+        &request_id(&response),
+        "reset",
+        502,
+        FAILURE_MESSAGE,
+    );
     assert_backend_response(&gateway, "push after the reset");
 }
 
@@ -515,7 +537,13 @@ fn broken_body_closes_client_connection() {
             resets_before + 1.0,
             "{fault:?}: keygate_upstream_errors_total{{kind=\"reset\"}}"
         );
-        assert_failure_logged(&gateway, &request_id(&head), "reset");
+        assert_failure_logged(
+            &gateway,
+            &request_id(&head),
+            "reset",
+            200,
+            BROKEN_BODY_MESSAGE,
+        );
         assert_backend_response(&gateway, &format!("push after {fault:?}"));
     }
 }
@@ -564,7 +592,13 @@ fn stall_in_head_gives_504() {
         "the client connection stayed open after the 504"
     );
     assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
-    assert_failure_logged(&gateway, &request_id(&response), "timeout");
+    assert_failure_logged(
+        &gateway,
+        &request_id(&response),
+        "timeout",
+        504,
+        FAILURE_MESSAGE,
+    );
     assert_backend_response(&gateway, "push after the timeout");
 }
 
@@ -596,7 +630,13 @@ fn stall_mid_body_closes_client_connection() {
     );
     assert_eq!(conn.buffered().len(), 0, "bytes after the stalled body");
     assert_eq!(upstream_errors(&gateway, "timeout"), 1.0);
-    assert_failure_logged(&gateway, &request_id(&head), "timeout");
+    assert_failure_logged(
+        &gateway,
+        &request_id(&head),
+        "timeout",
+        200,
+        BROKEN_BODY_MESSAGE,
+    );
     assert_backend_response(&gateway, "push after the stalled body");
 }
 
