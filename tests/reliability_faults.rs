@@ -510,9 +510,9 @@ fn broken_body_closes_client_connection() {
             Some(declared.as_str()),
             "{fault:?}: declared length"
         );
-        let error = conn
-            .try_read_body_bytes(BODY_LENGTH)
-            .expect_err("the whole declared body arrived from a backend that sent a part");
+        let Err(error) = conn.try_read_body_bytes(BODY_LENGTH) else {
+            panic!("{fault:?}: the whole declared body arrived, but the backend sent a part");
+        };
         assert!(
             matches!(
                 error.kind(),
