@@ -329,17 +329,18 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (status, kind) = classify_failure(error);
+        let sent_status = session
+            .response_written()
+            .map(|header| header.status.as_u16());
         if let Some(kind) = kind {
             METRICS.count_upstream_error(kind);
             let backend = ctx.backend.as_ref().map_or("-", |backend| &*backend.label);
-            log_backend_failure(kind, backend, status, error, &ctx.request_id);
+            log_backend_failure(kind, backend, status, sent_status, error, &ctx.request_id);
         } else if status >= 500 {
             warn!(status, error = %error, request_id = %ctx.request_id, "request failed");
         }
         let code = StatusCode::from_u16(status).ok();
-        if let (Some(code), Some(snapshot), None) =
-            (code, ctx.snapshot.clone(), session.response_written())
-        {
+        if let (Some(code), Some(snapshot), None) = (code, ctx.snapshot.clone(), sent_status) {
             let message = failure_message(code, ctx.no_backend);
             session.set_keepalive(None);
             if let Err(err) = self

@@ -160,6 +160,25 @@ impl Conn {
         self.read_response_with_body(true)
     }
 
+    /// Reads the status line and header fields of the next response and
+    /// leaves its body unread, for checks on a body that arrives in parts.
+    pub fn read_response_head(&mut self) -> Response {
+        self.read_head().unwrap_or_else(|err| {
+            panic!("failed to read a response head from {}: {err}", self.peer)
+        })
+    }
+
+    /// Reads exactly `length` bytes of a body whose head
+    /// [`Conn::read_response_head`] returned.
+    pub fn try_read_body_bytes(&mut self, length: usize) -> io::Result<Vec<u8>> {
+        self.take_exact(length)
+    }
+
+    /// Returns the bytes received but not yet read as part of a response.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buffer
+    }
+
     /// Returns whether the peer closes the connection within [`CLOSE_WAIT`].
     /// Bytes that arrive before the close are kept for the next read.
     pub fn is_closed_by_peer(&mut self) -> bool {
