@@ -15,6 +15,7 @@ pub mod admin_access;
 pub mod balancer;
 pub mod clients;
 pub mod config;
+pub mod early_reject;
 pub mod failure;
 pub mod forward;
 pub mod gateway;

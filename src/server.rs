@@ -9,14 +9,15 @@ use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::GenBackgroundService;
 use pingora::services::listening::Service;
 use tracing::info;
 
-use crate::gateway::Gateway;
+use crate::early_reject::EarlyReject;
+use crate::gateway::{Gateway, RequestIds};
 use crate::health::HealthCheckService;
 use crate::metrics::MetricsApp;
 use crate::reload::{Snapshot, SnapshotStore};
@@ -60,19 +61,21 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) -> Result<(), String> {
     server.bootstrap();
     let server_tls = snapshot.tls.server.clone();
     let store = Arc::new(SnapshotStore::new(config_path, snapshot));
+    let request_ids = Arc::new(RequestIds::new());
 
-    let mut proxy = http_proxy_service_with_name(
+    let mut engine = http_proxy(
         &server.configuration,
-        Gateway::new(Arc::clone(&store)),
-        "keygate gateway",
+        Gateway::new(Arc::clone(&store), Arc::clone(&request_ids)),
     );
-    if let Some(app) = proxy.app_logic_mut() {
-        // HTTP/2 connections have no per-read timeout in pingora, so
-        // clientRead closes idle ones instead. It is read once, here.
-        let mut options = HttpServerOptions::default();
-        options.h2_idle_timeout = Some(settings.timeouts.client_read.0);
-        app.server_options = Some(options);
-    }
+    // HTTP/2 connections have no per-read timeout in pingora, so
+    // clientRead closes idle ones instead. It is read once, here.
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(settings.timeouts.client_read.0);
+    engine.server_options = Some(options);
+    let mut proxy = Service::new(
+        "keygate gateway".to_string(),
+        EarlyReject::new(engine, Arc::clone(&store), request_ids),
+    );
     for addr in &settings.listen.0 {
         match &server_tls {
             Some(tls) => {
