@@ -1,5 +1,6 @@
 //! Builds the pingora server from a checked config: the gateway service on
-//! every listen address (HTTPS with HTTP/2 when `tls` is set), the metrics
+//! every listen address (HTTPS with HTTP/2 when `tls` is set), behind the
+//! caps on open client connections, the metrics
 //! listener, the background lookup and health checks of the upstream
 //! backends, and the service that reloads on SIGHUP and file changes.
 
@@ -9,13 +10,14 @@ use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::GenBackgroundService;
 use pingora::services::listening::Service;
 use tracing::info;
 
+use crate::connections::app::CappedApp;
 use crate::gateway::Gateway;
 use crate::health::HealthCheckService;
 use crate::metrics::MetricsApp;
@@ -61,18 +63,17 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) -> Result<(), String> {
     let server_tls = snapshot.tls.server.clone();
     let store = Arc::new(SnapshotStore::new(config_path, snapshot));
 
-    let mut proxy = http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(Arc::clone(&store)),
-        "keygate gateway",
+    let mut proxy_app = http_proxy(&server.configuration, Gateway::new(Arc::clone(&store)));
+    // HTTP/2 connections have no per-read timeout in pingora, so
+    // clientRead closes idle ones instead. It is read once, here.
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(settings.timeouts.client_read.0);
+    proxy_app.server_options = Some(options);
+    // Every client connection takes a slot under the connection caps first.
+    let mut proxy = Service::new(
+        "keygate gateway".to_string(),
+        CappedApp::new(proxy_app, Arc::clone(&store)),
     );
-    if let Some(app) = proxy.app_logic_mut() {
-        // HTTP/2 connections have no per-read timeout in pingora, so
-        // clientRead closes idle ones instead. It is read once, here.
-        let mut options = HttpServerOptions::default();
-        options.h2_idle_timeout = Some(settings.timeouts.client_read.0);
-        app.server_options = Some(options);
-    }
     for addr in &settings.listen.0 {
         match &server_tls {
             Some(tls) => {
