@@ -18,6 +18,7 @@ pub mod clients;
 pub mod config;
 pub mod connections;
 pub mod failure;
+pub mod fd_limit;
 pub mod forward;
 pub mod gateway;
 pub mod health;
