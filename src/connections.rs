@@ -5,9 +5,9 @@
 //! slots.
 //!
 //! pingora's client read timeout applies to each read, not to a whole
-//! request head, so a client that sends its head a byte at a time holds a
-//! connection for as long as it keeps sending. The caps bound how many such
-//! connections there can be, and how many of them one peer can hold.
+//! request head, so a client that sends its head a byte at a time keeps a
+//! connection open for as long as it keeps sending. The caps bound how many such
+//! connections there can be, and how many of them one peer can keep open.
 
 pub mod app;
 
@@ -31,7 +31,7 @@ pub struct Caps {
     pub per_peer: usize,
 }
 
-/// Which cap a rejected connection would have gone over.
+/// The cap that a rejected connection would have exceeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
     Total,
@@ -188,8 +188,8 @@ impl Drop for Slot {
     }
 }
 
-/// Locks a shard. The counts stay consistent under every lock holder, which
-/// cannot panic while holding it, so a poisoned lock is still usable.
+/// Locks a shard. The code under the lock only updates counts and has no
+/// panicking step, so a poisoned shard still has consistent counts.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -22,7 +22,7 @@ use crate::logging::CONNECTION_REJECTION_LOG;
 use crate::metrics::METRICS;
 use crate::reload::SnapshotStore;
 
-/// Wraps `inner` so that every connection it serves holds a slot.
+/// Wraps `inner` so that every connection it serves takes a slot first.
 pub struct CappedApp<A> {
     inner: Arc<A>,
     slots: Arc<ConnectionSlots>,
