@@ -48,15 +48,17 @@ pub fn check_listeners(addrs: &[SocketAddr]) -> Result<(), String> {
 /// pingora rejects the TLS listener settings; nothing was started then.
 pub fn run(config_path: PathBuf, snapshot: Snapshot) -> Result<(), String> {
     let settings = snapshot.settings.clone();
-    let mut conf = ServerConf::default();
-    conf.threads = settings.threads.resolve();
-    // On SIGTERM pingora stops accepting, then waits the grace period while
-    // requests in flight finish, then cancels what is left.
-    conf.grace_period_seconds = Some(GRACEFUL_SHUTDOWN_SECONDS);
-    conf.graceful_shutdown_timeout_seconds = Some(1);
-    // One more try: on another backend after a failed connect, or for an
-    // idempotent request on a pooled connection the backend had closed.
-    conf.max_retries = 2;
+    let conf = ServerConf {
+        threads: settings.threads.resolve(),
+        // On SIGTERM pingora stops accepting, then waits the grace period while
+        // requests in flight finish, then cancels what is left.
+        grace_period_seconds: Some(GRACEFUL_SHUTDOWN_SECONDS),
+        graceful_shutdown_timeout_seconds: Some(1),
+        // One more try: on another backend after a failed connect, or for an
+        // idempotent request on a pooled connection the backend had closed.
+        max_retries: 2,
+        ..ServerConf::default()
+    };
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
