@@ -2,7 +2,8 @@
 //! caps of a running gateway (`limits.maxConnections` and
 //! `limits.maxConnectionsPerPeer`), and slowhttptest's slow-headers and
 //! slow-body attacks from 127.0.0.1 while a client on 127.0.0.2 keeps
-//! getting the backend's responses.
+//! getting the backend's responses. A TLS listener with HTTP/2 is capped
+//! the same way.
 //!
 //! Linux routes all of 127.0.0.0/8 to the loopback interface, so a socket
 //! bound to 127.0.0.2 or 127.0.0.3 before it connects is another peer for
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use common::http::try_request_from;
 use common::metrics::counter;
 use common::poll::wait_until;
+use common::tls::{client_config, path_text, Alpn, HttpsConn, PemDir, TestCa};
 use common::traffic::{key_of, PUSH_BODY, PUSH_PATH};
 use common::{api_key, ConfigBuilder, Conn, Gateway, MockBackend, Response};
 use keygate::connections::{Caps, ConnectionSlots, PeerKey, Rejection};
@@ -445,6 +447,56 @@ fn lowered_peer_cap_applies_after_reload() {
     assert_closed_unread(LOOPBACK_1, &gateway, "4th connection after the reload");
     assert_eq!(rejected(&gateway, "peer"), 1.0);
     drop(held);
+    wait_for_open(&gateway, 0.0);
+}
+
+#[test]
+fn tls_http2_connections_capped() {
+    let mock = MockBackend::start();
+    let ca = TestCa::new("keygate test CA");
+    let server = ca.server(&["localhost", "127.0.0.1"]);
+    let dir = PemDir::new();
+    let cert = dir.write("server.pem", &server.cert_pem);
+    let key = dir.write("server.key", &server.key_pem);
+    let config = ConfigBuilder::new(mock.addr())
+        .set_string("tls.cert", &path_text(&cert))
+        .set_string("tls.key", &path_text(&key))
+        .set("limits.maxConnections", "2")
+        .set("limits.maxConnectionsPerPeer", "2")
+        .set("log.level", "info");
+    let gateway = Gateway::start(&config.build());
+    let connect = || {
+        HttpsConn::connect(
+            gateway.addr(),
+            "localhost",
+            client_config(&ca.cert_pem, Alpn::Http2, None),
+            Alpn::Http2,
+        )
+    };
+    let health = |conn: &mut HttpsConn| conn.send("GET", "/nps/health", &[], b"");
+
+    // Two requests on one HTTP/2 connection, which counts once.
+    let mut first = connect().expect("first HTTP/2 connection");
+    assert_eq!(health(&mut first).expect("first request").status, 200);
+    assert_eq!(health(&mut first).expect("second request").status, 200);
+    let mut second = connect().expect("second HTTP/2 connection");
+    assert_eq!(health(&mut second).expect("request").status, 200);
+    wait_for_open(&gateway, 2.0);
+
+    // The third passes its TLS handshake, which pingora runs before the
+    // cap, and is then closed before any request.
+    let third = connect().and_then(|mut conn| health(&mut conn));
+    assert!(
+        third.is_err(),
+        "a third connection over maxConnections 2 was served: {third:?}"
+    );
+    assert_eq!(rejected(&gateway, "total"), 1.0);
+
+    drop(first);
+    wait_for_open(&gateway, 1.0);
+    let mut freed = connect().expect("HTTP/2 connection after one closed");
+    assert_eq!(health(&mut freed).expect("request").status, 200);
+    drop((second, freed));
     wait_for_open(&gateway, 0.0);
 }
 
