@@ -785,10 +785,10 @@ fn slowhttptest_slow_headers_contained() {
 
 #[test]
 fn slowhttptest_slow_body_contained() {
-    // keygate answers a request without a key at once and reads at most
-    // drainTime of its body. A long drainTime stands for a client with a
-    // key whose slow body keygate forwards, so the attack keeps its
-    // connections open for the whole run.
+    // slowhttptest sends no key, and keygate reads at most drainTime of the
+    // body of such a request before it responds 403 and closes. A long
+    // drainTime stands for a client with a key whose slow body keygate
+    // forwards, so the attack keeps its connections open for the whole run.
     let (_mock, gateway) = start_with(ATTACK_TOTAL_CAP, ATTACK_PEER_CAP, |config| {
         config.set("limits.drainTime", "60s")
     });
