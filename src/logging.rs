@@ -1,6 +1,6 @@
 //! Log set-up through `tracing`: the level from the config or `RUST_LOG`,
 //! live level changes on refresh, pingora's own lines capped at info, and
-//! auth-failure lines bounded in rate.
+//! lines about auth failures and rejected connections bounded in rate.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,9 @@ use crate::config::{LogFormat, LogLevel};
 
 /// Auth failures logged in one second; the rest are counted and summarised.
 const AUTH_FAILURE_LINES_PER_SECOND: u64 = 10;
+
+/// Connections rejected by a connection cap logged in one second.
+const CONNECTION_REJECTION_LINES_PER_SECOND: u64 = 10;
 
 type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
@@ -90,20 +93,33 @@ pub fn set_level(level: LogLevel) {
     }
 }
 
-/// Admits auth-failure log lines at a bounded rate.
+/// Admits log lines about a repeated failure at a bounded rate.
 pub struct FailureLogLimiter {
     /// The Unix second of the current window, shifted left 20 bits, plus the lines logged in it.
     window: AtomicU64,
     suppressed: AtomicU64,
+    lines_per_second: u64,
 }
 
 /// The process-wide limiter for auth-failure lines.
-pub static AUTH_FAILURE_LOG: FailureLogLimiter = FailureLogLimiter {
-    window: AtomicU64::new(0),
-    suppressed: AtomicU64::new(0),
-};
+pub static AUTH_FAILURE_LOG: FailureLogLimiter =
+    FailureLogLimiter::new(AUTH_FAILURE_LINES_PER_SECOND);
+
+/// The process-wide limiter for lines about connections over a connection cap.
+pub static CONNECTION_REJECTION_LOG: FailureLogLimiter =
+    FailureLogLimiter::new(CONNECTION_REJECTION_LINES_PER_SECOND);
 
 impl FailureLogLimiter {
+    /// Creates a limiter that admits `lines_per_second` lines in each second
+    /// of the clock (at most 2^20 - 1).
+    pub const fn new(lines_per_second: u64) -> Self {
+        FailureLogLimiter {
+            window: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            lines_per_second,
+        }
+    }
+
     /// Returns whether this failure may be logged. When a new second starts,
     /// also returns how many lines the previous windows held back.
     pub fn admit(&self) -> (bool, u64) {
@@ -118,7 +134,7 @@ impl FailureLogLimiter {
             } else {
                 (second << 20) | 1
             };
-            if window_second == second && count >= AUTH_FAILURE_LINES_PER_SECOND {
+            if window_second == second && count >= self.lines_per_second {
                 self.suppressed.fetch_add(1, Ordering::Relaxed);
                 return (false, 0);
             }
@@ -165,10 +181,7 @@ mod tests {
 
     #[test]
     fn limiter_bounds_lines() {
-        let limiter = FailureLogLimiter {
-            window: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        };
+        let limiter = FailureLogLimiter::new(AUTH_FAILURE_LINES_PER_SECOND);
         let admitted = (0..1000).filter(|_| limiter.admit().0).count();
         // The loop may straddle a second boundary, which opens one more window.
         assert!(

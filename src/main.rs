@@ -1,13 +1,14 @@
 //! keygate: an API-key gateway in front of a push backend.
 //!
 //! Start-up: read the command line, load and check the config, start
-//! logging, check the listen addresses, then serve until a signal.
+//! logging, check the listen addresses, fit the open-file limit to the
+//! connection cap, then serve until a signal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use keygate::{config, keygen, logging, reload, server, tls};
+use keygate::{config, fd_limit, keygen, logging, reload, server, tls};
 use tracing::{info, warn};
 
 /// API-key gateway in front of a push backend.
@@ -98,7 +99,10 @@ fn run(config_path: PathBuf) -> ExitCode {
         return ExitCode::from(3);
     }
 
-    // 4. Serve until SIGTERM or SIGINT.
+    // 4. Enough file descriptors for limits.maxConnections, as far as the hard limit allows.
+    fd_limit::ensure_for(snapshot.settings.limits.max_connections.0);
+
+    // 5. Serve until SIGTERM or SIGINT.
     if let Err(err) = server::run(config_path, snapshot) {
         eprintln!("keygate: {err}");
         return ExitCode::FAILURE;
@@ -139,6 +143,10 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
         Some(limit) => println!("  rateLimit:      {limit} for clients without their own"),
         None => println!("  rateLimit:      none for clients without their own"),
     }
+    println!(
+        "  connections:    at most {}, {} from one peer",
+        settings.limits.max_connections.0, settings.limits.max_connections_per_peer.0
+    );
     println!(
         "  metrics:        http://{}/metrics",
         settings.metrics.listen.0

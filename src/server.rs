@@ -1,5 +1,6 @@
 //! Builds the pingora server from a checked config: the gateway service on
-//! every listen address (HTTPS with HTTP/2 when `tls` is set), the metrics
+//! every listen address (HTTPS with HTTP/2 when `tls` is set), behind the
+//! caps on open client connections, the metrics
 //! listener, the background lookup and health checks of the upstream
 //! backends, and the service that reloads on SIGHUP and file changes.
 
@@ -16,6 +17,7 @@ use pingora::services::background::GenBackgroundService;
 use pingora::services::listening::Service;
 use tracing::info;
 
+use crate::connections::app::CappedApp;
 use crate::early_reject::EarlyReject;
 use crate::gateway::{Gateway, RequestIds};
 use crate::health::HealthCheckService;
@@ -47,15 +49,17 @@ pub fn check_listeners(addrs: &[SocketAddr]) -> Result<(), String> {
 /// pingora rejects the TLS listener settings; nothing was started then.
 pub fn run(config_path: PathBuf, snapshot: Snapshot) -> Result<(), String> {
     let settings = snapshot.settings.clone();
-    let mut conf = ServerConf::default();
-    conf.threads = settings.threads.resolve();
-    // On SIGTERM pingora stops accepting, then waits the grace period while
-    // requests in flight finish, then cancels what is left.
-    conf.grace_period_seconds = Some(GRACEFUL_SHUTDOWN_SECONDS);
-    conf.graceful_shutdown_timeout_seconds = Some(1);
-    // One more try: on another backend after a failed connect, or for an
-    // idempotent request on a pooled connection the backend had closed.
-    conf.max_retries = 2;
+    let conf = ServerConf {
+        threads: settings.threads.resolve(),
+        // On SIGTERM pingora stops accepting, then waits the grace period while
+        // requests in flight finish, then cancels what is left.
+        grace_period_seconds: Some(GRACEFUL_SHUTDOWN_SECONDS),
+        graceful_shutdown_timeout_seconds: Some(1),
+        // One more try: on another backend after a failed connect, or for an
+        // idempotent request on a pooled connection the backend had closed.
+        max_retries: 2,
+        ..ServerConf::default()
+    };
 
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
@@ -72,9 +76,14 @@ pub fn run(config_path: PathBuf, snapshot: Snapshot) -> Result<(), String> {
     let mut options = HttpServerOptions::default();
     options.h2_idle_timeout = Some(settings.timeouts.client_read.0);
     engine.server_options = Some(options);
+    // Every client connection takes a slot under the connection caps first,
+    // then bad keys on plain HTTP/1 are rejected before the engine.
     let mut proxy = Service::new(
         "keygate gateway".to_string(),
-        EarlyReject::new(engine, Arc::clone(&store), request_ids),
+        CappedApp::new(
+            EarlyReject::new(engine, Arc::clone(&store), request_ids),
+            Arc::clone(&store),
+        ),
     );
     for addr in &settings.listen.0 {
         match &server_tls {

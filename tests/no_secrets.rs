@@ -197,7 +197,9 @@ fn send_mixed_traffic(addr: SocketAddr, config_path: &Path, settings: &ConfigBui
     traffic.header_value("x-api-key value with a trailing newline", &trailing_newline);
 
     let probe_path = format!("/nps/rest/push/{PATH_PROBE}");
-    let requests: Vec<(&str, &str, Vec<(&str, &str)>, u16)> = vec![
+    // (case, path, headers, expected status)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+    let requests: Vec<Case> = vec![
         ("good push", PUSH_PATH, vec![("x-api-key", &good)], 404),
         (
             "good push with X-API-KEY",

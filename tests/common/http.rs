@@ -2,8 +2,10 @@
 //! check exact bytes.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// Connect, read and write timeout of a [`Conn`].
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,6 +94,19 @@ impl Conn {
     /// writing.
     pub fn try_connect(addr: SocketAddr) -> io::Result<Conn> {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        Self::from_stream(stream, addr)
+    }
+
+    /// Connects to `addr` from the local address `source` (port chosen by
+    /// the system), such as 127.0.0.2 to be another peer than 127.0.0.1.
+    pub fn try_connect_from(source: IpAddr, addr: SocketAddr) -> io::Result<Conn> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+        Self::from_stream(socket.into(), addr)
+    }
+
+    fn from_stream(stream: TcpStream, addr: SocketAddr) -> io::Result<Conn> {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -423,6 +438,19 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<Response> {
+    try_request_from(None, addr, method, path, headers, body)
+}
+
+/// Like [`try_request`], from the local address `source` when it is set
+/// (see [`Conn::try_connect_from`]).
+pub fn try_request_from(
+    source: Option<IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Response> {
     let has_header = |name: &str| {
         headers
             .iter()
@@ -444,7 +472,10 @@ pub fn try_request(
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(body);
 
-    let mut conn = Conn::try_connect(addr)?;
+    let mut conn = match source {
+        Some(source) => Conn::try_connect_from(source, addr)?,
+        None => Conn::try_connect(addr)?,
+    };
     conn.try_send(&bytes)?;
     if method.eq_ignore_ascii_case("HEAD") {
         conn.read_response_with_body(false)
