@@ -9,6 +9,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use common::metrics::counter;
+use common::poll::wait_until;
 use common::{api_key, ConfigBuilder, Conn, Gateway, MockBackend};
 
 const KEY: &str = "8512aeb9e4193f046e8ae1435332d4b3fd5109840fd112a4559f0b9740e3167c";
@@ -159,12 +160,16 @@ fn rejections_counted_and_logged() {
         &[("reason", "bad_key")],
     );
     assert_eq!(after - before, 4.0);
-    let requests = counter(
-        metrics,
-        "keygate_requests_total",
-        &[("route", "proxy"), ("status", "403")],
-    );
-    assert!(requests >= 4.0, "403s counted: {requests}");
+    // A request is counted once its response is written, which may be just
+    // after the client has read it.
+    let counted = wait_until(Duration::from_secs(5), || {
+        counter(
+            metrics,
+            "keygate_requests_total",
+            &[("route", "proxy"), ("status", "403")],
+        ) >= 4.0
+    });
+    assert!(counted, "four 403s counted in keygate_requests_total");
     assert!(gateway.wait_for_log("request refused by the key check", Duration::from_secs(5)));
     let log = gateway.log_text();
     assert!(log.contains("reason=\"bad_key\"") || log.contains("\"reason\":\"bad_key\""));
