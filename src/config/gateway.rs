@@ -10,8 +10,9 @@ use serde::Deserialize;
 use super::admin_token::AdminToken;
 use super::tls::{PemPath, TlsFiles};
 use super::units::{ConfigDuration, ConfigSize, RateLimit};
-use super::upstreams::{HealthCheckSettings, UpstreamList};
+use super::upgrade::UpgradeSocket;
 use super::upstream_url::UpstreamUrl;
+use super::upstreams::{HealthCheckSettings, UpstreamList};
 use super::values::{AdminNet, ForwardedHeader, ListenAddrs, RoutePrefix, Threads};
 
 /// pingora rejects a request head larger than this before any keygate code runs.
@@ -47,6 +48,8 @@ pub struct GatewaySettings {
     pub limits: Limits,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    /// The Unix socket over which a running keygate hands its listening sockets to `run --upgrade`.
+    pub upgrade_socket: UpgradeSocket,
 }
 
 /// Time limits for the backend and for clients.
@@ -144,6 +147,7 @@ impl Default for GatewaySettings {
             limits: Limits::default(),
             log: LogSettings::default(),
             metrics: MetricsSettings::default(),
+            upgrade_socket: UpgradeSocket::default(),
         }
     }
 }
@@ -243,6 +247,9 @@ impl GatewaySettings {
         }
         if self.tls != new.tls {
             names.push("gateway.tls");
+        }
+        if self.upgrade_socket != new.upgrade_socket {
+            names.push("gateway.upgradeSocket");
         }
         names
     }
