@@ -18,6 +18,7 @@ pub mod config;
 pub mod failure;
 pub mod forward;
 pub mod gateway;
+pub mod handover;
 pub mod health;
 pub mod keygen;
 pub mod logging;
