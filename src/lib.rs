@@ -29,6 +29,7 @@ pub mod reload_actions;
 pub mod respond;
 pub mod routes;
 pub mod server;
+pub mod shutdown;
 pub mod tls;
 pub mod upstream;
 pub mod watch;
