@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use keygate::{config, handover, keygen, logging, reload, server, tls};
+use keygate::{config, handover, keygen, logging, reload, server, shutdown, tls};
 use tracing::{info, warn};
 
 /// Exit code for a listen address that cannot be bound, or listening sockets
@@ -100,6 +100,8 @@ fn parse_upgrade_timeout(text: &str) -> Result<Duration, String> {
 /// Runs the gateway. With `upgrade_wait`, it first takes over the listening
 /// sockets of the running keygate, waiting for them at most that long.
 fn run(config_path: PathBuf, upgrade_wait: Option<Duration>) -> ExitCode {
+    shutdown::ignore_quit_until_ready();
+
     // 1. Load and check the config; nothing starts unless it passes.
     let (snapshot, warnings) = match reload::load_snapshot(&config_path, None) {
         Ok(loaded) => loaded,

@@ -6,13 +6,15 @@
 //! - SIGQUIT: hand the listening sockets to a new keygate waiting at
 //!   `gateway.upgradeSocket` (see [`crate::handover`]), keep accepting for
 //!   5 more seconds (pingora's fixed handover time), then stop as on SIGTERM.
-//!   Without a waiting keygate, SIGQUIT is logged and ignored.
+//!   Without a waiting keygate, SIGQUIT is logged and ignored, and so is a
+//!   SIGQUIT that arrives before the handlers are installed (see
+//!   [`ignore_quit_until_ready`]).
 //!
 //! When the drain starts, pingora's proxy would close every kept-alive
 //! connection that waits for its next request at once. A client that sends
 //! on such a connection at that moment gets it closed without a response.
 //! [`DrainingProxy`] keeps those connections open for most of the grace
-//! period instead: the next request on each is answered with
+//! period instead. The response to the next request on each carries
 //! `Connection: close`, so an HTTP/1.1 client reconnects, and only
 //! connections still idle at the end are closed.
 
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use nix::sys::signal as nix_signal;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
@@ -43,6 +46,7 @@ impl ShutdownSignalWatch for ShutdownSignals {
         let mut quit = install(SignalKind::quit(), "SIGQUIT");
         let mut terminate = install(SignalKind::terminate(), "SIGTERM");
         let mut interrupt = install(SignalKind::interrupt(), "SIGINT");
+        info!("handling SIGTERM (drain), SIGQUIT (handover to a new keygate) and SIGINT (stop)");
         loop {
             tokio::select! {
                 () = next(&mut quit) => {
@@ -68,6 +72,20 @@ impl ShutdownSignalWatch for ShutdownSignals {
                 }
             }
         }
+    }
+}
+
+/// Ignores SIGQUIT until [`ShutdownSignals`] installs its handler. SIGQUIT
+/// would otherwise end the process with a core dump, so a SIGQUIT meant for
+/// the running keygate (`pkill -QUIT keygate`) would kill a new one that is
+/// still starting or waiting for the sockets.
+pub fn ignore_quit_until_ready() {
+    // SAFETY: SIG_IGN runs no code in the signal handler, so nothing in this
+    // process can be interrupted in an unsafe state.
+    if let Err(err) =
+        unsafe { nix_signal::signal(nix_signal::Signal::SIGQUIT, nix_signal::SigHandler::SigIgn) }
+    {
+        eprintln!("keygate: failed to ignore SIGQUIT during start-up: {err}");
     }
 }
 

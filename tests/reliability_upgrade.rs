@@ -26,6 +26,9 @@ const WAITING_LINE: &str = "waiting for the running keygate to hand over its lis
 /// What the new keygate logs once it has the sockets.
 const TAKEN_OVER_LINE: &str = "took over the listening sockets of the running keygate";
 
+/// What a keygate logs once it acts on SIGQUIT; before, it ignores the signal.
+const READY_FOR_SIGNALS_LINE: &str = "handling SIGTERM (drain), SIGQUIT (handover";
+
 /// Text of the mock backend's response to every push: proof that the response came from the backend.
 const BACKEND_ANSWER: &str = "pushId 'p-1' is not known";
 
@@ -70,6 +73,9 @@ fn handover_under_load_loses_nothing() {
     thread::sleep(Duration::from_secs(1));
 
     let mut new = Gateway::start_with(&config, &["run", "--upgrade"], Ready::Logged(WAITING_LINE));
+    // A SIGQUIT meant for the old keygate may reach the waiting one too
+    // (`pkill -QUIT keygate`); it must survive it.
+    new.signal("QUIT");
     let quit_sent = Instant::now();
     old.signal("QUIT");
     assert!(
@@ -145,8 +151,8 @@ fn handover_under_load_loses_nothing() {
         .sum::<usize>();
     assert!(slow_answered > 0, "no slow request was answered");
 
-    // Each answered request went through exactly one of the two keygates,
-    // and both keygates answered some.
+    // Each successful request went through exactly one of the two
+    // keygates, and both keygates served some.
     let by_old = access_log_ids(&old.log_text());
     let by_new = access_log_ids(&new.log_text());
     println!(
@@ -230,6 +236,46 @@ fn check_new_keygate_runs(new: &mut Gateway, builder: &ConfigBuilder, mock: &Moc
         exit.and_then(|status| status.code()),
         Some(0),
         "new keygate on SIGTERM"
+    );
+}
+
+/// A keygate that took over its sockets hands them on again.
+#[test]
+fn upgraded_keygate_upgrades_again() {
+    let mock = MockBackend::start();
+    let folder = tempfile::tempdir().unwrap();
+    let config = upgrade_config(&mock, &socket_path(&folder)).build();
+    let mut first = Gateway::start(&config);
+    let mut second =
+        Gateway::start_with(&config, &["run", "--upgrade"], Ready::Logged(WAITING_LINE));
+    first.signal("QUIT");
+    assert!(
+        second.wait_for_log(READY_FOR_SIGNALS_LINE, Duration::from_secs(30)),
+        "{}",
+        second.redacted_log_tail(30)
+    );
+
+    let third = Gateway::start_with(&config, &["run", "--upgrade"], Ready::Logged(WAITING_LINE));
+    second.signal("QUIT");
+    assert!(
+        third.wait_for_log(TAKEN_OVER_LINE, Duration::from_secs(30)),
+        "the third keygate did not take over from the second:\n{}",
+        third.redacted_log_tail(30)
+    );
+    for (name, gateway) in [("first", &mut first), ("second", &mut second)] {
+        let exit = gateway.wait_exit(OLD_EXIT_TIMEOUT);
+        assert_eq!(
+            exit.and_then(|status| status.code()),
+            Some(0),
+            "{name} keygate"
+        );
+    }
+    let response = push_as(third.addr(), "karolin");
+    assert_eq!(response.status, 404, "{}", response.text());
+    assert!(
+        response.text().contains(BACKEND_ANSWER),
+        "{}",
+        response.text()
     );
 }
 
@@ -466,7 +512,7 @@ enum FailureKind {
 #[derive(Debug, Default)]
 struct ClientReport {
     name: String,
-    /// Request ids of the requests the backend answered.
+    /// Request ids of the requests that got the backend's response.
     answered: Vec<String>,
     failures: Vec<Failure>,
     /// Responses with `Connection: close` on a kept-alive connection.
