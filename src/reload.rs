@@ -304,7 +304,7 @@ fn apply_live_settings(old: &Snapshot, new: &Snapshot) {
             .filter(|id| new.rate_limits.limit_of(id).is_none()),
     );
 
-    if new.clients.len() == 0 {
+    if new.clients.is_empty() {
         warn!("the new config allows no client; every keyed request gets 403");
     }
 }

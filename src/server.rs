@@ -165,16 +165,17 @@ fn new_server(
 
 /// Returns pingora's settings for the checked config.
 fn server_conf(settings: &GatewaySettings) -> ServerConf {
-    let mut conf = ServerConf::default();
-    conf.threads = settings.threads.resolve();
-    // On SIGTERM pingora stops accepting, then waits the grace period while
-    // requests in flight finish, then cancels what is left.
-    conf.grace_period_seconds = Some(GRACEFUL_SHUTDOWN_SECONDS);
-    conf.graceful_shutdown_timeout_seconds = Some(1);
-    // One more try: on another backend after a failed connect, or for an
-    // idempotent request on a pooled connection the backend had closed.
-    conf.max_retries = 2;
-    // On SIGQUIT the listening sockets go to the keygate waiting here.
-    conf.upgrade_sock = settings.upgrade_socket.to_string();
-    conf
+    ServerConf {
+        threads: settings.threads.resolve(),
+        // On SIGTERM pingora stops accepting, then waits the grace period while
+        // requests in flight finish, then cancels what is left.
+        grace_period_seconds: Some(GRACEFUL_SHUTDOWN_SECONDS),
+        graceful_shutdown_timeout_seconds: Some(1),
+        // One more try: on another backend after a failed connect, or for an
+        // idempotent request on a pooled connection the backend had closed.
+        max_retries: 2,
+        // On SIGQUIT the listening sockets go to the keygate waiting here.
+        upgrade_sock: settings.upgrade_socket.to_string(),
+        ..ServerConf::default()
+    }
 }
