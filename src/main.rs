@@ -203,6 +203,7 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
         }
     );
     println!("  watchConfig:    {}", settings.watch_config);
+    println!("  upgradeSocket:  {}", settings.upgrade_socket);
     println!("  allowedClients: {}", config.clients.len());
 
     for warning in config.warnings.iter().chain(&tls_warnings) {

@@ -405,6 +405,19 @@ fn upgrade_without_running_keygate_fails() {
 }
 
 #[test]
+fn check_config_names_upgrade_socket() {
+    let mock = MockBackend::start();
+    let folder = tempfile::tempdir().unwrap();
+    let socket = socket_path(&folder);
+    let (_config_dir, config_path) = write_config_file(&upgrade_config(&mock, &socket).build());
+    let output = Gateway::spawn_raw(&["check-config", "--config", &path_text(&config_path)]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let expected = format!("  upgradeSocket:  {}\n", socket.display());
+    assert!(stdout.contains(&expected), "{stdout}");
+}
+
+#[test]
 fn upgrade_options_checked() {
     for (args, expected) in [
         (
