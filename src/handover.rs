@@ -111,6 +111,10 @@ pub fn receive(socket: &Path, wait: Duration) -> Result<InheritedSockets, Handov
 
     let deadline = Instant::now() + wait;
     loop {
+        // Checked on every turn, so rejected connections cannot extend the wait.
+        if Instant::now() >= deadline {
+            return Err(HandoverError::TimedOut { path, wait });
+        }
         match listener.accept() {
             Ok((stream, _)) => match sender_uid(&stream) {
                 Ok(_) => {
@@ -125,12 +129,7 @@ pub fn receive(socket: &Path, wait: Duration) -> Result<InheritedSockets, Handov
                     warn!(socket = %path, reason = %reason, "ignored a connection to the handover socket")
                 }
             },
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return Err(HandoverError::TimedOut { path, wait });
-                }
-                thread::sleep(ACCEPT_POLL);
-            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => thread::sleep(ACCEPT_POLL),
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => {
                 return Err(HandoverError::Receive {
