@@ -32,6 +32,7 @@ use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::server::ShutdownWatch;
 use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 
 use crate::clients::DenyReason;
 use crate::gateway::{log_rejection, RequestIds};
@@ -52,6 +53,9 @@ pub struct EarlyReject<A> {
     inner: Arc<A>,
     store: Arc<SnapshotStore>,
     request_ids: Arc<RequestIds>,
+    /// Set once the inner app's cleanup has closed its idle connections, so
+    /// that idle connections here close then too.
+    idle_closed: watch::Sender<bool>,
 }
 
 impl<A> EarlyReject<A> {
@@ -60,6 +64,7 @@ impl<A> EarlyReject<A> {
             inner: Arc::new(inner),
             store,
             request_ids,
+            idle_closed: watch::Sender::new(false),
         }
     }
 }
@@ -90,21 +95,23 @@ where
         }
         let mut tcp: Box<TcpStream> = stream.into_any().downcast().ok()?;
         let mut buffer = BytesMut::with_capacity(READ_CHUNK);
-        let mut shutdown = shutdown.clone();
         loop {
-            match self.serve_one(&mut tcp, &mut buffer, &mut shutdown).await {
+            match self.serve_one(&mut tcp, &mut buffer, shutdown).await {
                 Outcome::Rejected => {}
                 Outcome::Close => return None,
                 Outcome::HandOver => {
                     tcp.rewind(&buffer);
-                    return self.inner.process_new(tcp, &shutdown).await;
+                    return self.inner.process_new(tcp, shutdown).await;
                 }
             }
         }
     }
 
+    /// Runs when the drain starts. Idle connections here close when the
+    /// inner app closes its own, which may be some time into the drain.
     async fn cleanup(&self) {
         self.inner.cleanup().await;
+        self.idle_closed.send_replace(true);
     }
 }
 
@@ -113,19 +120,17 @@ impl<A> EarlyReject<A> {
         &self,
         stream: &mut TcpStream,
         buffer: &mut BytesMut,
-        shutdown: &mut ShutdownWatch,
+        shutdown: &ShutdownWatch,
     ) -> Outcome {
-        // Wait for the first bytes of the next request; an idle connection
-        // closes after clientRead, or at once when the server shuts down.
+        // Wait for the first bytes of the next request. An idle connection
+        // closes after clientRead, or when the drain closes idle connections.
         if buffer.is_empty() {
-            if *shutdown.borrow() {
-                return Outcome::Close;
-            }
             let idle = self.store.current().settings.timeouts.client_read.0;
+            let mut idle_closed = self.idle_closed.subscribe();
             let read = tokio::select! {
                 biased;
                 read = tokio::time::timeout(idle, read_more(stream, buffer)) => read,
-                _ = shutdown.changed() => return Outcome::Close,
+                _ = idle_closed.wait_for(|closed| *closed) => return Outcome::Close,
             };
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Outcome::Close,

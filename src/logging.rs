@@ -22,6 +22,9 @@ const AUTH_FAILURE_LINES_PER_SECOND: u64 = 10;
 /// Connections rejected by a connection cap logged in one second.
 const CONNECTION_REJECTION_LINES_PER_SECOND: u64 = 10;
 
+/// The log target of pingora's module that sends and receives listening sockets.
+const ENGINE_SOCKET_TRANSFER_TARGET: &str = "pingora_core::server::transfer_fd";
+
 type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
 /// Set when the level comes from the config file, so a refresh may change it.
@@ -47,8 +50,13 @@ pub fn init(level: LogLevel, format: LogFormat) -> Result<(), String> {
     // pingora's debug and trace lines print whole request heads, keys
     // included. Its HTTP/2 and TLS crates write a line per frame and per
     // handshake message there, which would bury keygate's own lines.
+    // pingora's socket-transfer module logs each retry of the in-process
+    // relay of a graceful upgrade as an error (see `handover`). keygate logs
+    // the handover itself, and pingora logs a failed send in its server module.
     let engine_cap = filter_fn(|metadata| {
-        !(is_engine_target(metadata.target()) && *metadata.level() > Level::INFO)
+        let target = metadata.target();
+        !(is_engine_target(target) && *metadata.level() > Level::INFO)
+            && target != ENGINE_SOCKET_TRANSFER_TARGET
     });
 
     let colour = std::io::stdout().is_terminal();

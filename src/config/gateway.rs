@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::admin_token::AdminToken;
 use super::tls::{PemPath, TlsFiles};
 use super::units::{ConfigDuration, ConfigSize, RateLimit};
+use super::upgrade::UpgradeSocket;
 use super::upstream_url::UpstreamUrl;
 use super::upstreams::{HealthCheckSettings, UpstreamList};
 use super::values::{AdminNet, ForwardedHeader, ListenAddrs, RoutePrefix, Threads};
@@ -63,6 +64,8 @@ pub struct GatewaySettings {
     pub limits: Limits,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    /// The Unix socket over which a running keygate hands its listening sockets to `run --upgrade`.
+    pub upgrade_socket: UpgradeSocket,
 }
 
 /// Time limits for the backend and for clients.
@@ -184,6 +187,7 @@ impl Default for GatewaySettings {
             limits: Limits::default(),
             log: LogSettings::default(),
             metrics: MetricsSettings::default(),
+            upgrade_socket: UpgradeSocket::default(),
         }
     }
 }
@@ -293,6 +297,9 @@ impl GatewaySettings {
         }
         if self.tls != new.tls {
             names.push("gateway.tls");
+        }
+        if self.upgrade_socket != new.upgrade_socket {
+            names.push("gateway.upgradeSocket");
         }
         names
     }

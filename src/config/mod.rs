@@ -8,6 +8,7 @@ mod gateway;
 mod keys;
 mod tls;
 mod units;
+mod upgrade;
 mod upstream_url;
 mod upstreams;
 mod values;
@@ -32,6 +33,7 @@ pub use gateway::{
 pub use keys::{parse_expires, parse_key_hash, KEY_HASH_PREFIX};
 pub use tls::{PemPath, TlsFiles};
 pub use units::{RateLimit, RatePeriod};
+pub use upgrade::{UpgradeSocket, DEFAULT_UPGRADE_SOCKET};
 pub use upstream_url::UpstreamUrl;
 pub use upstreams::{HealthCheckSettings, UpstreamEntry, UpstreamList};
 pub use values::RoutePrefix;
