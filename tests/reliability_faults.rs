@@ -710,7 +710,15 @@ fn push_on_all(conns: &mut [Conn], started: Instant, step: &str) {
 fn many_kept_alive_connections_served() {
     let started = Instant::now();
     let mock = MockBackend::start();
-    let gateway = start_gateway(mock.addr(), "30s");
+    // Every test connection comes from 127.0.0.1, so both caps must leave
+    // room for all of them and the extra ones opened while they are held.
+    let caps = HELD_CONNECTIONS + 100;
+    let builder = ConfigBuilder::new(mock.addr())
+        .client(CLIENT_ID, KEY)
+        .set("timeouts.read", "30s")
+        .set("limits.maxConnections", &caps.to_string())
+        .set("limits.maxConnectionsPerPeer", &caps.to_string());
+    let gateway = Gateway::start(&builder.build());
 
     let mut held_conns = Vec::with_capacity(HELD_CONNECTIONS);
     for index in 0..HELD_CONNECTIONS {
