@@ -3,6 +3,7 @@
 //! the backend and is kept only to report what a refresh changed.
 
 mod admin_token;
+mod alias_budget;
 mod clients;
 mod flow_depth;
 mod gateway;
@@ -179,6 +180,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             ),
         });
     }
+    alias_budget::check(text).map_err(|err| ConfigError::from_yaml(path, &err))?;
     let file: FileModel =
         serde_yaml::from_str(text).map_err(|err| ConfigError::from_yaml(path, &err))?;
 
