@@ -19,9 +19,14 @@ set -euo pipefail
 
 readonly CARGO_FUZZ_VERSION=0.13.2
 readonly DEFAULT_SECONDS=60
-# libFuzzer's default max_len is 4096 bytes, or the largest seed. Config
-# files get more room, so nesting and long lists are tried as well.
-readonly -A MAX_LEN=([api_key]=4096 [config]=16384)
+# libFuzzer options for each target. libFuzzer's default max_len is 4096
+# bytes, or the largest seed, and it lets inputs grow to it slowly. Config
+# files get more room from the start, so that deep nesting, long lists and
+# many aliases are tried within a short run.
+readonly -A TARGET_OPTIONS=(
+    [api_key]="-max_len=4096"
+    [config]="-max_len=16384 -len_control=0"
+)
 
 say() {
     printf 'fuzz: %s\n' "$*"
@@ -80,14 +85,15 @@ for target in "${targets[@]}"; do
 
     say "running $target for $seconds s (input timeout ${input_timeout} s, memory ${rss_limit_mb} MB), log: $log"
     # New inputs go to the first folder only, so the seeds stay as written.
+    read -r -a target_options <<<"${TARGET_OPTIONS[$target]:-}"
     status=0
     cargo fuzz run --sanitizer "$sanitizer" "$target" "$corpus" ${seeds:+"$seeds"} -- \
         -max_total_time="$seconds" \
         -timeout="$input_timeout" \
         -rss_limit_mb="$rss_limit_mb" \
-        -max_len="${MAX_LEN[$target]:-4096}" \
         -report_slow_units=1 \
         -print_final_stats=1 \
+        "${target_options[@]}" \
         >"$log" 2>&1 || status=$?
 
     # The last status line reads like "#123456 DONE cov: 1234 ft: 5678 corp: 90/12Kb ...".
