@@ -6,7 +6,7 @@
 //! parser event. That stops nested alias chains, but not a large list
 //! repeated by many aliases, whose time and memory grow with the square of
 //! the file size. 16 KB that repeat a 4000-item list 2600 times took 1.2 s
-//! and 1 GB (figures in the README's "Fuzzing" section). A load builds the
+//! and 1 GB (figures in BENCHMARKS.md, "Fuzzing"). A load builds the
 //! values under keys that keygate does not read in full, to fingerprint
 //! them for the refresh report, so they take memory too.
 //!

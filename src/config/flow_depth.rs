@@ -4,7 +4,7 @@
 //! The YAML scanner under serde_yaml (unsafe-libyaml 0.2.11) walks its stack
 //! of open flow levels for every token. So the time to scan text nested N
 //! levels deep grows with N squared, and 128 KiB of `[` took 51 s (figures
-//! in the README's "Fuzzing" section). serde_yaml rejects values
+//! in BENCHMARKS.md, "Fuzzing"). serde_yaml rejects values
 //! nested more than 128 levels anyway, but only after the scanner has read
 //! the whole document. Rejecting such text first changes only how fast it
 //! fails.
