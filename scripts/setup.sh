@@ -2,10 +2,11 @@
 # Install what a Debian machine needs to build and test keygate.
 #
 # Installs a C compiler (build-essential), cmake, pkg-config, curl,
-# ca-certificates and testssl.sh, each only when it is missing, through
-# apt-get. Some of pingora's dependencies compile C code, and libz-ng-sys
-# builds zlib-ng with cmake. tests/tls_testssl.rs runs testssl.sh against
-# the TLS listener. The deployment tests (tests/deploy_*.rs) also need
+# ca-certificates, testssl.sh and slowhttptest, each only when it is
+# missing, through apt-get. Some of pingora's dependencies compile C code,
+# and libz-ng-sys builds zlib-ng with cmake. tests/tls_testssl.rs runs
+# testssl.sh against the TLS listener, and tests/reliability_connections.rs
+# runs slowhttptest against the connection caps. The deployment tests (tests/deploy_*.rs) also need
 # docker-compose (to parse docker-compose.yml without a Docker engine),
 # prometheus and promtool, and python3 with venv. Safe to run again: when
 # nothing is missing, it does not call apt-get.
@@ -55,6 +56,7 @@ require_command curl curl
 require_command docker-compose docker-compose
 require_command prometheus prometheus
 require_command promtool prometheus
+require_command slowhttptest slowhttptest
 # scripts/check-test-logs.py reads the test logs for leaked keys.
 require_command python3 python3
 

@@ -131,6 +131,10 @@ impl Balancer {
 
     /// Picks the next healthy backend in weighted round-robin order.
     pub fn select(&self) -> Option<Arc<BackendInfo>> {
+        // One backend without health checks is always the pick.
+        if let ([only], None) = (self.targets.as_slice(), &self.plan) {
+            return Some(only.current());
+        }
         self.lb
             .select(b"", self.max_iterations())
             .as_ref()

@@ -127,6 +127,10 @@ impl ClientTable {
         self.keys.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     pub fn contains(&self, client_id: &str) -> bool {
         self.keys.contains_key(client_id)
     }

@@ -39,15 +39,20 @@ pub fn classify_failure(error: &Error) -> (u16, Option<UpstreamErrorKind>) {
 }
 
 /// Logs a failed backend request with its kind, backend and request id.
+/// `sent_status` is the status of a response head already sent to the
+/// client. It is logged in place of `status`, which then never reaches the client.
 pub fn log_backend_failure(
     kind: UpstreamErrorKind,
     backend: &str,
     status: u16,
+    sent_status: Option<u16>,
     error: &Error,
     request_id: &str,
 ) {
     let kind_label = kind.as_str();
-    if kind == UpstreamErrorKind::Tls {
+    if let Some(sent_status) = sent_status {
+        warn!(kind = kind_label, backend, status = sent_status, error = %error, request_id, "backend request failed after the response head was sent; closing the client connection before the end of the body");
+    } else if kind == UpstreamErrorKind::Tls {
         warn!(kind = kind_label, backend, status, error = %error, request_id, "TLS handshake with the backend failed; check that its certificate is signed by gateway.upstreamCa (or the system's CA store), is not expired and names the upstream URL's host");
     } else {
         warn!(kind = kind_label, backend, status, error = %error, request_id, "backend request failed");

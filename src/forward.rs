@@ -3,30 +3,38 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderName, CONNECTION};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    UPGRADE,
+};
 use http::HeaderMap;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
+use smallvec::SmallVec;
 
 use crate::config::GatewaySettings;
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1, plus the older `Keep-Alive`
 /// and `Proxy-Connection`). `Transfer-Encoding` is hop-by-hop too, but the
 /// proxy engine owns message framing and rewrites it itself.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    UPGRADE,
 ];
 
-const X_API_KEY: &str = "x-api-key";
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Header names to remove; requests seldom carry any, so the common case
+/// neither allocates nor touches the header map.
+type Doomed = SmallVec<[HeaderName; 4]>;
 
 /// Prepares a checked request for the backend. `client_tls` is whether the
 /// client connected over TLS, which sets `X-Forwarded-Proto`.
@@ -43,44 +51,48 @@ pub fn prepare_request(
     peer_ip: Option<IpAddr>,
     client_tls: bool,
 ) -> Result<()> {
-    // Headers named in `Connection` go, except the identity keygate sets below.
-    for name in connection_listed(&request.headers) {
-        if name != settings.client_id_header.0 {
-            request.remove_header(&name);
-        }
-    }
-    for name in HOP_BY_HOP {
-        request.remove_header(*name);
-    }
-
-    // A client must not choose its own identity, in any spelling a backend might fold.
     let identity = &settings.client_id_header.0;
-    for name in names_like(&request.headers, identity) {
-        request.remove_header(&name);
+    // Hop-by-hop headers and those named in `Connection` go, except the
+    // identity keygate sets below. A client must not choose its own
+    // identity either, in any spelling a backend might fold.
+    let listed = connection_tokens(&request.headers);
+    let doomed: Doomed = request
+        .headers
+        .keys()
+        .filter(|&name| {
+            name != identity
+                && (HOP_BY_HOP.contains(name)
+                    || is_listed(&listed, name)
+                    || spelled_like(name, identity)
+                    || (settings.hide_credentials && *name == X_API_KEY))
+        })
+        .cloned()
+        .collect();
+    drop(listed);
+    for name in &doomed {
+        request.remove_header(name);
     }
     request.insert_header(identity.clone(), client_id)?;
 
-    if settings.hide_credentials {
-        request.remove_header(X_API_KEY);
-    }
-
     if let Some(ip) = peer_ip {
-        // Repeated fields form one list (RFC 9110 section 5.3), so every earlier hop is kept.
-        let mut hops: Vec<&str> = request
-            .headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .collect();
-        let peer = ip.to_string();
-        hops.push(&peer);
-        let forwarded_for = hops.join(", ");
-        request.insert_header(X_FORWARDED_FOR, forwarded_for)?;
+        let mut sent = request.headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+        let forwarded_for = if sent.peek().is_none() {
+            ip.to_string()
+        } else {
+            // Repeated fields form one list (RFC 9110 section 5.3), so every earlier hop is kept.
+            let mut hops: Vec<&str> = sent
+                .filter_map(|value| value.to_str().ok())
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .collect();
+            let peer = ip.to_string();
+            hops.push(&peer);
+            hops.join(", ")
+        };
+        request.insert_header(X_FORWARDED_FOR.clone(), forwarded_for)?;
     }
     let proto = if client_tls { "https" } else { "http" };
-    request.insert_header(X_FORWARDED_PROTO, proto)?;
+    request.insert_header(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto))?;
     request.insert_header(settings.request_id_header.0.clone(), request_id)?;
     Ok(())
 }
@@ -95,11 +107,16 @@ pub fn prepare_response(
     settings: &GatewaySettings,
     request_id: &str,
 ) -> Result<()> {
-    for name in connection_listed(&response.headers) {
-        response.remove_header(&name);
-    }
-    for name in HOP_BY_HOP {
-        response.remove_header(*name);
+    let listed = connection_tokens(&response.headers);
+    let doomed: Doomed = response
+        .headers
+        .keys()
+        .filter(|&name| HOP_BY_HOP.contains(name) || is_listed(&listed, name))
+        .cloned()
+        .collect();
+    drop(listed);
+    for name in &doomed {
+        response.remove_header(name);
     }
     if !response.headers.contains_key(&settings.request_id_header.0) {
         response.insert_header(settings.request_id_header.0.clone(), request_id)?;
@@ -107,32 +124,31 @@ pub fn prepare_response(
     Ok(())
 }
 
-/// Collects the header names listed in `Connection`.
-fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+/// Collects the tokens of every `Connection` header, the names of headers
+/// meant for this hop only.
+fn connection_tokens(headers: &HeaderMap) -> SmallVec<[&[u8]; 4]> {
     headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|token| !token.is_empty())
         .collect()
 }
 
-/// Finds the names in `headers` equal to `target` once `_` is read as `-`.
-fn names_like(headers: &HeaderMap, target: &HeaderName) -> Vec<HeaderName> {
-    let target = target.as_str().as_bytes();
-    headers
-        .keys()
-        .filter(|name| {
-            let name = name.as_str().as_bytes();
-            name.len() == target.len()
-                && name
-                    .iter()
-                    .zip(target)
-                    .all(|(got, want)| got == want || (*got == b'_' && *want == b'-'))
-        })
-        .cloned()
-        .collect()
+fn is_listed(tokens: &[&[u8]], name: &HeaderName) -> bool {
+    let name = name.as_str().as_bytes();
+    tokens.iter().any(|token| token.eq_ignore_ascii_case(name))
+}
+
+/// Returns whether `name` equals `target` once `_` is read as `-`.
+fn spelled_like(name: &HeaderName, target: &HeaderName) -> bool {
+    let (name, target) = (name.as_str().as_bytes(), target.as_str().as_bytes());
+    name.len() == target.len()
+        && name
+            .iter()
+            .zip(target)
+            .all(|(got, want)| got == want || (*got == b'_' && *want == b'-'))
 }
 
 #[cfg(test)]

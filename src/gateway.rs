@@ -6,6 +6,7 @@ mod downstream;
 mod local;
 
 use downstream::{client_tls, head_size, peer_ip};
+pub use local::log_rejection;
 use local::AdminRoute;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,9 +38,55 @@ const MAX_REQUEST_ID_BYTES: usize = 128;
 /// The gateway service.
 pub struct Gateway {
     store: Arc<SnapshotStore>,
+    request_ids: Arc<RequestIds>,
+}
+
+/// Request ids: a sane one sent by the client, or a new one.
+pub struct RequestIds {
     /// Random per process, so request ids from restarts and replicas differ.
-    request_id_prefix: u64,
-    request_counter: AtomicU64,
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        let mut seed = [0u8; 8];
+        let _ = getrandom::fill(&mut seed);
+        RequestIds {
+            prefix: u64::from_ne_bytes(seed),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// Keeps `sent`, the one request id the client sent, when it is
+    /// printable ASCII of sane length; otherwise makes a new one.
+    pub fn for_request(&self, sent: Option<&str>) -> String {
+        if let Some(sent) = sent {
+            let bytes = sent.as_bytes();
+            if !bytes.is_empty()
+                && bytes.len() <= MAX_REQUEST_ID_BYTES
+                && bytes.iter().all(|b| b.is_ascii_graphic())
+            {
+                return sent.to_owned();
+            }
+        }
+        let count = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Hex of the prefix and the count, 16 digits each, without the formatting machinery.
+        let mut digits = [0u8; 32];
+        let (prefix, counter) = digits.split_at_mut(16);
+        if hex::encode_to_slice(self.prefix.to_be_bytes(), prefix).is_err()
+            || hex::encode_to_slice(count.to_be_bytes(), counter).is_err()
+        {
+            return format!("{:016x}{count:016x}", self.prefix);
+        }
+        String::from_utf8_lossy(&digits).into_owned()
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Per-request state carried through the proxy phases.
@@ -64,14 +111,8 @@ pub struct RequestCtx {
 }
 
 impl Gateway {
-    pub fn new(store: Arc<SnapshotStore>) -> Self {
-        let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
-        Gateway {
-            store,
-            request_id_prefix: u64::from_ne_bytes(seed),
-            request_counter: AtomicU64::new(0),
-        }
+    pub fn new(store: Arc<SnapshotStore>, request_ids: Arc<RequestIds>) -> Self {
+        Gateway { store, request_ids }
     }
 
     /// Keeps a sane client-sent request id, or makes a new one.
@@ -80,17 +121,11 @@ impl Gateway {
             .headers
             .get_all(&snapshot.settings.request_id_header.0)
             .iter();
-        if let (Some(value), None) = (sent.next(), sent.next()) {
-            let bytes = value.as_bytes();
-            if !bytes.is_empty()
-                && bytes.len() <= MAX_REQUEST_ID_BYTES
-                && bytes.iter().all(|b| b.is_ascii_graphic())
-            {
-                return String::from_utf8_lossy(bytes).into_owned();
-            }
-        }
-        let count = self.request_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{count:016x}", self.request_id_prefix)
+        let only = match (sent.next(), sent.next()) {
+            (Some(value), None) => value.to_str().ok(),
+            _ => None,
+        };
+        self.request_ids.for_request(only)
     }
 }
 
@@ -321,17 +356,18 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let (status, kind) = classify_failure(error);
+        let sent_status = session
+            .response_written()
+            .map(|header| header.status.as_u16());
         if let Some(kind) = kind {
             METRICS.count_upstream_error(kind);
             let backend = ctx.backend.as_ref().map_or("-", |backend| &*backend.label);
-            log_backend_failure(kind, backend, status, error, &ctx.request_id);
+            log_backend_failure(kind, backend, status, sent_status, error, &ctx.request_id);
         } else if status >= 500 {
             warn!(status, error = %error, request_id = %ctx.request_id, "request failed");
         }
         let code = StatusCode::from_u16(status).ok();
-        if let (Some(code), Some(snapshot), None) =
-            (code, ctx.snapshot.clone(), session.response_written())
-        {
+        if let (Some(code), Some(snapshot), None) = (code, ctx.snapshot.clone(), sent_status) {
             let message = failure_message(code, ctx.no_backend);
             session.set_keepalive(None);
             if let Err(err) = self

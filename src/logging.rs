@@ -1,6 +1,6 @@
 //! Log set-up through `tracing`: the level from the config or `RUST_LOG`,
 //! live level changes on refresh, pingora's own lines capped at info, and
-//! auth-failure lines bounded in rate.
+//! lines about auth failures and rejected connections bounded in rate.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +18,12 @@ use crate::config::{LogFormat, LogLevel};
 
 /// Auth failures logged in one second; the rest are counted and summarised.
 const AUTH_FAILURE_LINES_PER_SECOND: u64 = 10;
+
+/// Connections rejected by a connection cap logged in one second.
+const CONNECTION_REJECTION_LINES_PER_SECOND: u64 = 10;
+
+/// The log target of pingora's module that sends and receives listening sockets.
+const ENGINE_SOCKET_TRANSFER_TARGET: &str = "pingora_core::server::transfer_fd";
 
 type FilterHandle = reload::Handle<EnvFilter, Registry>;
 
@@ -44,8 +50,13 @@ pub fn init(level: LogLevel, format: LogFormat) -> Result<(), String> {
     // pingora's debug and trace lines print whole request heads, keys
     // included. Its HTTP/2 and TLS crates write a line per frame and per
     // handshake message there, which would bury keygate's own lines.
+    // pingora's socket-transfer module logs each retry of the in-process
+    // relay of a graceful upgrade as an error (see `handover`). keygate logs
+    // the handover itself, and pingora logs a failed send in its server module.
     let engine_cap = filter_fn(|metadata| {
-        !(is_engine_target(metadata.target()) && *metadata.level() > Level::INFO)
+        let target = metadata.target();
+        !(is_engine_target(target) && *metadata.level() > Level::INFO)
+            && target != ENGINE_SOCKET_TRANSFER_TARGET
     });
 
     let colour = std::io::stdout().is_terminal();
@@ -90,20 +101,33 @@ pub fn set_level(level: LogLevel) {
     }
 }
 
-/// Admits auth-failure log lines at a bounded rate.
+/// Admits log lines about a repeated failure at a bounded rate.
 pub struct FailureLogLimiter {
     /// The Unix second of the current window, shifted left 20 bits, plus the lines logged in it.
     window: AtomicU64,
     suppressed: AtomicU64,
+    lines_per_second: u64,
 }
 
 /// The process-wide limiter for auth-failure lines.
-pub static AUTH_FAILURE_LOG: FailureLogLimiter = FailureLogLimiter {
-    window: AtomicU64::new(0),
-    suppressed: AtomicU64::new(0),
-};
+pub static AUTH_FAILURE_LOG: FailureLogLimiter =
+    FailureLogLimiter::new(AUTH_FAILURE_LINES_PER_SECOND);
+
+/// The process-wide limiter for lines about connections over a connection cap.
+pub static CONNECTION_REJECTION_LOG: FailureLogLimiter =
+    FailureLogLimiter::new(CONNECTION_REJECTION_LINES_PER_SECOND);
 
 impl FailureLogLimiter {
+    /// Creates a limiter that admits `lines_per_second` lines in each second
+    /// of the clock (at most 2^20 - 1).
+    pub const fn new(lines_per_second: u64) -> Self {
+        FailureLogLimiter {
+            window: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            lines_per_second,
+        }
+    }
+
     /// Returns whether this failure may be logged. When a new second starts,
     /// also returns how many lines the previous windows held back.
     pub fn admit(&self) -> (bool, u64) {
@@ -118,7 +142,7 @@ impl FailureLogLimiter {
             } else {
                 (second << 20) | 1
             };
-            if window_second == second && count >= AUTH_FAILURE_LINES_PER_SECOND {
+            if window_second == second && count >= self.lines_per_second {
                 self.suppressed.fetch_add(1, Ordering::Relaxed);
                 return (false, 0);
             }
@@ -165,10 +189,7 @@ mod tests {
 
     #[test]
     fn limiter_bounds_lines() {
-        let limiter = FailureLogLimiter {
-            window: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        };
+        let limiter = FailureLogLimiter::new(AUTH_FAILURE_LINES_PER_SECOND);
         let admitted = (0..1000).filter(|_| limiter.admit().0).count();
         // The loop may straddle a second boundary, which opens one more window.
         assert!(

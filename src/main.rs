@@ -1,14 +1,25 @@
 //! keygate: an API-key gateway in front of a push backend.
 //!
 //! Start-up: read the command line, load and check the config, start
-//! logging, check the listen addresses, then serve until a signal.
+//! logging, check the listen addresses (or take over the listening sockets
+//! of the running keygate), fit the open-file limit to the connection cap,
+//! then serve until a signal.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use keygate::{config, keygen, logging, reload, server, tls};
+use keygate::{config, fd_limit, handover, keygen, logging, reload, server, shutdown, tls};
 use tracing::{info, warn};
+
+/// Exit code for a listen address that cannot be bound, or listening sockets
+/// that could not be taken over.
+const EXIT_LISTEN: u8 = 3;
+
+/// The longest `--upgrade-timeout` accepted.
+const MAX_UPGRADE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// API-key gateway in front of a push backend.
 #[derive(Parser)]
@@ -30,6 +41,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gateway; the same as giving no command.
+    Run {
+        /// Take the listening sockets from the running keygate instead of binding the ports: start this, then send SIGQUIT to the running keygate.
+        #[arg(long)]
+        upgrade: bool,
+        /// How long --upgrade waits for the running keygate's sockets, such as 30s or 2m.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_upgrade_timeout, requires = "upgrade")]
+        upgrade_timeout: Duration,
+    },
     /// Check the config file, print a summary, and exit non-zero if it is invalid.
     CheckConfig,
     /// Print a new client entry and its x-api-key value, without a running gateway.
@@ -44,6 +64,12 @@ enum Command {
         rotate: bool,
     },
 }
+
+/// mimalloc instead of the system allocator: the engine allocates and frees
+/// many small buffers per request, and glibc's malloc spent about a fifth of
+/// the instructions per request (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -60,11 +86,29 @@ fn main() -> ExitCode {
                 extra_key: rotate,
             },
         ),
-        None => run(cli.config),
+        Some(Command::Run {
+            upgrade,
+            upgrade_timeout,
+        }) => run(cli.config, upgrade.then_some(upgrade_timeout)),
+        None => run(cli.config, None),
     }
 }
 
-fn run(config_path: PathBuf) -> ExitCode {
+/// Reads `--upgrade-timeout`: a duration with a unit, from 1 second to 1 hour.
+fn parse_upgrade_timeout(text: &str) -> Result<Duration, String> {
+    let wait = humantime::parse_duration(text.trim())
+        .map_err(|err| format!("{err}; write a duration with a unit, such as 30s or 2m"))?;
+    if wait < Duration::from_secs(1) || wait > MAX_UPGRADE_TIMEOUT {
+        return Err("write a duration from 1s to 1h".into());
+    }
+    Ok(wait)
+}
+
+/// Runs the gateway. With `upgrade_wait`, it first takes over the listening
+/// sockets of the running keygate, waiting for them at most that long.
+fn run(config_path: PathBuf, upgrade_wait: Option<Duration>) -> ExitCode {
+    shutdown::ignore_quit_until_ready();
+
     // 1. Load and check the config; nothing starts unless it passes.
     let (snapshot, warnings) = match reload::load_snapshot(&config_path, None) {
         Ok(loaded) => loaded,
@@ -84,16 +128,39 @@ fn run(config_path: PathBuf) -> ExitCode {
         warn!("{warning}");
     }
 
-    // 3. Every listen address must be free before the engine takes them.
+    // 3. With --upgrade, take over the running keygate's listening sockets.
+    let inherited = match upgrade_wait {
+        Some(wait) => match handover::receive(snapshot.settings.upgrade_socket.path(), wait) {
+            Ok(inherited) => Some(inherited),
+            Err(err) => {
+                eprintln!("keygate: {err}");
+                return ExitCode::from(EXIT_LISTEN);
+            }
+        },
+        None => None,
+    };
+
+    // 4. Every other listen address must be free before the engine takes it.
+    let taken_over: Vec<&str> = inherited
+        .iter()
+        .flat_map(handover::InheritedSockets::addresses)
+        .collect();
     let mut addrs = snapshot.settings.listen.0.clone();
     addrs.push(snapshot.settings.metrics.listen.0);
-    if let Err(err) = server::check_listeners(&addrs) {
+    let to_bind: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|addr| !taken_over.contains(&addr.to_string().as_str()))
+        .collect();
+    if let Err(err) = server::check_listeners(&to_bind) {
         eprintln!("keygate: {err}; stop whatever uses the port or change gateway.listen / gateway.metrics.listen");
-        return ExitCode::from(3);
+        return ExitCode::from(EXIT_LISTEN);
     }
 
-    // 4. Serve until SIGTERM or SIGINT.
-    if let Err(err) = server::run(config_path, snapshot) {
+    // 5. Enough file descriptors for limits.maxConnections, as far as the hard limit allows.
+    fd_limit::ensure_for(snapshot.settings.limits.max_connections.0);
+
+    // 6. Serve until SIGTERM, SIGQUIT or SIGINT.
+    if let Err(err) = server::run(config_path, snapshot, inherited) {
         eprintln!("keygate: {err}");
         return ExitCode::FAILURE;
     }
@@ -134,6 +201,10 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
         None => println!("  rateLimit:      none for clients without their own"),
     }
     println!(
+        "  connections:    at most {}, {} from one peer",
+        settings.limits.max_connections.0, settings.limits.max_connections_per_peer.0
+    );
+    println!(
         "  metrics:        http://{}/metrics",
         settings.metrics.listen.0
     );
@@ -146,6 +217,7 @@ fn check_config(config_path: &std::path::Path) -> ExitCode {
         }
     );
     println!("  watchConfig:    {}", settings.watch_config);
+    println!("  upgradeSocket:  {}", settings.upgrade_socket);
     println!("  allowedClients: {}", config.clients.len());
 
     for warning in config.warnings.iter().chain(&tls_warnings) {

@@ -16,6 +16,7 @@ use prometheus::{
 };
 
 use crate::clients::DenyReason;
+use crate::connections::Rejection;
 
 /// The kind of route a request took; the `route` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +113,8 @@ pub struct Metrics {
     rate_limited: IntCounterVec,
     backend_up: IntGaugeVec,
     backend_requests: IntCounterVec,
+    client_connections_open: IntGauge,
+    client_connections_rejected: [IntCounter; Rejection::ALL.len()],
 }
 
 /// The process's metrics. A gateway runs once a process, so one registry serves it.
@@ -206,6 +209,20 @@ impl Metrics {
         )
         .expect("metric definition is valid");
 
+        let client_connections_open = IntGauge::new(
+            "keygate_client_connections_open",
+            "Client connections open on the gateway's listen addresses",
+        )
+        .expect("metric definition is valid");
+        let client_connections_rejected_vec = IntCounterVec::new(
+            Opts::new(
+                "keygate_client_connections_rejected_total",
+                "Client connections closed unread because a connection cap was reached, by cap",
+            ),
+            &["reason"],
+        )
+        .expect("metric definition is valid");
+
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(auth_failures_vec.clone()),
@@ -218,6 +235,8 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(backend_up.clone()),
             Box::new(backend_requests.clone()),
+            Box::new(client_connections_open.clone()),
+            Box::new(client_connections_rejected_vec.clone()),
         ] {
             registry
                 .register(collector)
@@ -242,6 +261,10 @@ impl Metrics {
             rate_limited,
             backend_up,
             backend_requests,
+            client_connections_open,
+            client_connections_rejected: Rejection::ALL.map(|rejection| {
+                client_connections_rejected_vec.with_label_values(&[rejection.as_str()])
+            }),
         }
     }
 
@@ -323,6 +346,19 @@ impl Metrics {
             let _ = self.backend_up.remove_label_values(&[backend]);
             let _ = self.backend_requests.remove_label_values(&[backend]);
         }
+    }
+
+    pub fn client_connection_opened(&self) {
+        self.client_connections_open.inc();
+    }
+
+    pub fn client_connection_closed(&self) {
+        self.client_connections_open.dec();
+    }
+
+    /// Counts a client connection closed unread because of a connection cap.
+    pub fn count_rejected_connection(&self, rejection: Rejection) {
+        self.client_connections_rejected[rejection as usize].inc();
     }
 
     /// Records the outcome of a config reload.

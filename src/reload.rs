@@ -273,6 +273,9 @@ fn apply_live_settings(old: &Snapshot, new: &Snapshot) {
         crate::logging::set_level(new.settings.log.level);
         info!(level = new.settings.log.level.as_str(), "log level changed");
     }
+    if old.settings.limits.max_connections != new.settings.limits.max_connections {
+        crate::fd_limit::ensure_for(new.settings.limits.max_connections.0);
+    }
     if !new.settings.metrics.per_client {
         if old.settings.metrics.per_client {
             METRICS.forget_all_clients();
@@ -304,7 +307,7 @@ fn apply_live_settings(old: &Snapshot, new: &Snapshot) {
             .filter(|id| new.rate_limits.limit_of(id).is_none()),
     );
 
-    if new.clients.len() == 0 {
+    if new.clients.is_empty() {
         warn!("the new config allows no client; every keyed request gets 403");
     }
 }

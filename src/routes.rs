@@ -232,8 +232,10 @@ mod tests {
 
     #[test]
     fn root_context_path() {
-        let mut settings = GatewaySettings::default();
-        settings.context_path = crate::config::RoutePrefix::parse("/").unwrap();
+        let settings = GatewaySettings {
+            context_path: crate::config::RoutePrefix::parse("/").unwrap(),
+            ..GatewaySettings::default()
+        };
         let routes = Routes::new(&settings);
         assert_eq!(routes.classify("/refresh"), Route::Refresh);
         assert_eq!(routes.classify("/rest/push/p1"), Route::Proxy);

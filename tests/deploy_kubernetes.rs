@@ -189,7 +189,7 @@ fn image_user_matches_run_as_user() {
     let last_user = dockerfile
         .lines()
         .filter_map(|line| line.trim().strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("the Dockerfile has a USER line");
 
     assert_eq!(last_user.trim(), format!("{IMAGE_UID}:{IMAGE_UID}"));

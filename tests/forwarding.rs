@@ -843,10 +843,11 @@ fn request_without_host_rejected() {
     let key = good_api_key();
 
     let mut conn = Conn::connect(gateway.addr());
-    conn.send(
-        format!("GET /nps/rest/push/p1 HTTP/1.1\r\nx-api-key: {key}\r\n\r\n").as_bytes(),
-    );
+    conn.send(format!("GET /nps/rest/push/p1 HTTP/1.1\r\nx-api-key: {key}\r\n\r\n").as_bytes());
     let response = conn.read_response();
     assert_eq!(response.status, 400, "HTTP/1.1 without Host must get 400");
-    assert!(mock.requests().is_empty(), "a request without Host must not be forwarded");
+    assert!(
+        mock.requests().is_empty(),
+        "a request without Host must not be forwarded"
+    );
 }

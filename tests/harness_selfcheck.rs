@@ -188,7 +188,11 @@ fn mock_health_switch_sets_health_status() {
         let response = request(mock.addr(), method, path, &[], b"");
         assert_eq!(response.status, status, "{method} {path}");
     }
-    let paths: Vec<String> = mock.requests().iter().map(|r| r.path().to_owned()).collect();
+    let paths: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.path().to_owned())
+        .collect();
     assert_eq!(
         paths,
         ["/nps/health", "/nps/rest/push/p", "/nps/health"],

@@ -170,6 +170,9 @@ fn send_admin(addr: SocketAddr, method: &str, path: &str) -> Response {
     request(addr, method, path, &[], b"")
 }
 
+/// A request of the probe: its name, path, headers and expected status.
+type ProbeRequest<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, u16);
+
 /// Sends good, wrong-key, unknown-client and malformed requests, requests
 /// with odd paths, a generateclient, and good and bad refreshes. Returns the
 /// responses and every key and `x-api-key` value involved. Panics when a
@@ -197,7 +200,7 @@ fn send_mixed_traffic(addr: SocketAddr, config_path: &Path, settings: &ConfigBui
     traffic.header_value("x-api-key value with a trailing newline", &trailing_newline);
 
     let probe_path = format!("/nps/rest/push/{PATH_PROBE}");
-    let requests: Vec<(&str, &str, Vec<(&str, &str)>, u16)> = vec![
+    let requests: Vec<ProbeRequest> = vec![
         ("good push", PUSH_PATH, vec![("x-api-key", &good)], 404),
         (
             "good push with X-API-KEY",

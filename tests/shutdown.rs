@@ -12,7 +12,9 @@ const KEY: &str = "4b7d1e8f0a2c3d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c
 #[test]
 fn sigterm_finishes_request_in_flight() {
     let mock = MockBackend::start();
-    let config = ConfigBuilder::new(mock.addr()).client("karolin", KEY).build();
+    let config = ConfigBuilder::new(mock.addr())
+        .client("karolin", KEY)
+        .build();
     let mut gateway = Gateway::start(&config);
     let addr = gateway.addr();
     let key = api_key("karolin", KEY);
@@ -36,5 +38,8 @@ fn sigterm_finishes_request_in_flight() {
         "the request in flight must get the backend's response, not a dropped connection"
     );
     let exit = gateway.wait_exit(Duration::from_secs(15));
-    assert!(exit.is_some(), "the gateway must exit after the grace period");
+    assert!(
+        exit.is_some(),
+        "the gateway must exit after the grace period"
+    );
 }

@@ -79,7 +79,11 @@ fn limited_client_gets_429_past_limit() {
         "{passed} of 50 passed in {elapsed:?}: {:?}",
         statuses(&limited)
     );
-    assert!(passed < 50, "the limit must refuse part of the burst: {:?}", statuses(&limited));
+    assert!(
+        passed < 50,
+        "the limit must refuse part of the burst: {:?}",
+        statuses(&limited)
+    );
     let refused: Vec<&Response> = limited
         .iter()
         .filter(|response| response.status == 429)

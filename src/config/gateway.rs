@@ -10,12 +10,29 @@ use serde::Deserialize;
 use super::admin_token::AdminToken;
 use super::tls::{PemPath, TlsFiles};
 use super::units::{ConfigDuration, ConfigSize, RateLimit};
-use super::upstreams::{HealthCheckSettings, UpstreamList};
+use super::upgrade::UpgradeSocket;
 use super::upstream_url::UpstreamUrl;
+use super::upstreams::{HealthCheckSettings, UpstreamList};
 use super::values::{AdminNet, ForwardedHeader, ListenAddrs, RoutePrefix, Threads};
 
 /// pingora rejects a request head larger than this before any keygate code runs.
 pub const ENGINE_MAX_HEADER_SIZE: u64 = 1024 * 1024;
+
+/// The default of `limits.maxConnections`, in the range of nginx's default
+/// `worker_connections` (512 for each worker process, backend connections
+/// included). A forwarding gateway uses about two file descriptors for each
+/// client connection, so 2048 client connections need an open-file limit of
+/// about 4400, and keygate raises its soft limit that far when the hard
+/// limit allows it.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 2048;
+
+/// The default of `limits.maxConnectionsPerPeer`: an eighth of the total, so
+/// that one address alone cannot take every slot, while clients that share
+/// an address behind NAT still get many connections.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: u32 = 256;
+
+/// The largest value of `limits.maxConnections` and `limits.maxConnectionsPerPeer`.
+pub const MAX_CONNECTION_CAP: u32 = 1_000_000;
 
 /// Every setting of the `gateway` section.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -47,6 +64,8 @@ pub struct GatewaySettings {
     pub limits: Limits,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    /// The Unix socket over which a running keygate hands its listening sockets to `run --upgrade`.
+    pub upgrade_socket: UpgradeSocket,
 }
 
 /// Time limits for the backend and for clients.
@@ -65,16 +84,40 @@ pub struct Timeouts {
     pub client_read: ConfigDuration,
 }
 
-/// Size limits on requests and on the work spent on refused ones.
+/// Limits on open connections, on request sizes and on the work spent on refused requests.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Limits {
+    /// Open client connections on all listen addresses together.
+    pub max_connections: ConnectionCap,
+    /// Open client connections from one IPv4 address or one IPv6 /64 network.
+    pub max_connections_per_peer: ConnectionCap,
     pub max_header_size: ConfigSize,
     pub max_body_size: ConfigSize,
     /// The largest body read and discarded after a local response so the connection stays open.
     pub drain_body_max: ConfigSize,
     /// How long such a body may take to arrive.
     pub drain_time: ConfigDuration,
+}
+
+/// A maximum number of open connections, 1 to [`MAX_CONNECTION_CAP`].
+///
+/// There is no value that turns the cap off: without one, a client that
+/// sends its request head a byte at a time can hold connections until the
+/// process runs out of file descriptors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionCap(pub u32);
+
+impl<'de> Deserialize<'de> for ConnectionCap {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i64::deserialize(deserializer)?;
+        match u32::try_from(value) {
+            Ok(count) if (1..=MAX_CONNECTION_CAP).contains(&count) => Ok(ConnectionCap(count)),
+            _ => Err(serde::de::Error::custom(format!(
+                "invalid connection cap {value}: write a whole number from 1 to {MAX_CONNECTION_CAP}; no value turns the cap off"
+            ))),
+        }
+    }
 }
 
 /// Log level, format and the access log switch.
@@ -144,6 +187,7 @@ impl Default for GatewaySettings {
             limits: Limits::default(),
             log: LogSettings::default(),
             metrics: MetricsSettings::default(),
+            upgrade_socket: UpgradeSocket::default(),
         }
     }
 }
@@ -163,6 +207,8 @@ impl Default for Timeouts {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
+            max_connections: ConnectionCap(DEFAULT_MAX_CONNECTIONS),
+            max_connections_per_peer: ConnectionCap(DEFAULT_MAX_CONNECTIONS_PER_PEER),
             max_header_size: ConfigSize(64 * 1024),
             max_body_size: ConfigSize(10 * 1024 * 1024),
             drain_body_max: ConfigSize(64 * 1024),
@@ -217,6 +263,14 @@ impl GatewaySettings {
                 self.limits.max_header_size
             ));
         }
+        if self.limits.max_connections_per_peer.0 > self.limits.max_connections.0 {
+            return Err(format!(
+                "limits.maxConnectionsPerPeer {} is larger than limits.maxConnections {}; set it to at most {}",
+                self.limits.max_connections_per_peer.0,
+                self.limits.max_connections.0,
+                self.limits.max_connections.0
+            ));
+        }
         if self.listen.0.contains(&self.metrics.listen.0) {
             return Err(format!(
                 "metrics.listen {} is also a gateway listen address; give the metrics listener its own port",
@@ -243,6 +297,9 @@ impl GatewaySettings {
         }
         if self.tls != new.tls {
             names.push("gateway.tls");
+        }
+        if self.upgrade_socket != new.upgrade_socket {
+            names.push("gateway.upgradeSocket");
         }
         names
     }

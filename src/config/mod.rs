@@ -10,6 +10,7 @@ mod gateway;
 mod keys;
 mod tls;
 mod units;
+mod upgrade;
 mod upstream_url;
 mod upstreams;
 mod values;
@@ -27,12 +28,16 @@ pub use admin_token::AdminToken;
 pub use clients::{
     check_client_id, ClientEntry, ClientKey, KeyForm, KeyPlace, MAX_KEYS_PER_CLIENT,
 };
-pub use gateway::{GatewaySettings, LogFormat, LogLevel};
+pub use gateway::{
+    ConnectionCap, GatewaySettings, LogFormat, LogLevel, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER, MAX_CONNECTION_CAP,
+};
 pub use keys::{parse_expires, parse_key_hash, KEY_HASH_PREFIX};
 pub use tls::{PemPath, TlsFiles};
 pub use units::{RateLimit, RatePeriod};
-pub use upstreams::{HealthCheckSettings, UpstreamEntry, UpstreamList};
+pub use upgrade::{UpgradeSocket, DEFAULT_UPGRADE_SOCKET};
 pub use upstream_url::UpstreamUrl;
+pub use upstreams::{HealthCheckSettings, UpstreamEntry, UpstreamList};
 pub use values::RoutePrefix;
 
 /// The largest config file keygate reads; a bigger one is almost certainly the wrong file.

@@ -246,6 +246,22 @@ fn gateway_values_checked_with_place() {
             "gateway:\n  healthCheck: { timeout: 0s }\nallowedClients: []\n",
             "greater than zero",
         ),
+        (
+            "gateway:\n  limits: { maxConnections: 0 }\nallowedClients: []\n",
+            "invalid connection cap 0",
+        ),
+        (
+            "gateway:\n  limits: { maxConnectionsPerPeer: -1 }\nallowedClients: []\n",
+            "invalid connection cap -1",
+        ),
+        (
+            "gateway:\n  limits: { maxConnections: 1000001 }\nallowedClients: []\n",
+            "from 1 to 1000000",
+        ),
+        (
+            "gateway:\n  limits: { maxConnections: many }\nallowedClients: []\n",
+            "invalid type",
+        ),
     ];
     for (text, expected) in cases {
         let err = error_of(text);
@@ -264,11 +280,33 @@ fn combination_rules() {
     );
     let big_head = error_of("gateway:\n  limits: { maxHeaderSize: 2MiB }\nallowedClients: []\n");
     assert!(big_head.message.contains("1 MiB"), "{big_head}");
+    let peer_over_total = error_of(
+        "gateway:\n  limits: { maxConnections: 10, maxConnectionsPerPeer: 11 }\nallowedClients: []\n",
+    );
+    assert!(
+        peer_over_total
+            .message
+            .contains("limits.maxConnectionsPerPeer 11 is larger than limits.maxConnections 10"),
+        "{peer_over_total}"
+    );
     let shared_port = error_of("gateway:\n  listen: 127.0.0.1:9000\n  metrics: { listen: 127.0.0.1:9000 }\nallowedClients: []\n");
     assert!(
         shared_port.message.contains("its own port"),
         "{shared_port}"
     );
+}
+
+#[test]
+fn connection_caps_read() {
+    let defaults = parse_text("allowedClients: []\n").unwrap();
+    assert_eq!(defaults.gateway.limits.max_connections.0, 2048);
+    assert_eq!(defaults.gateway.limits.max_connections_per_peer.0, 256);
+    let set = parse_text(
+        "gateway:\n  limits: { maxConnections: 20, maxConnectionsPerPeer: 20 }\nallowedClients: []\n",
+    )
+    .unwrap();
+    assert_eq!(set.gateway.limits.max_connections.0, 20);
+    assert_eq!(set.gateway.limits.max_connections_per_peer.0, 20);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The requests keygate responds to itself: admin and health routes, refused
 //! keys, exceeded rate limits and bodies declared too large.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,6 +19,9 @@ use crate::logging::AUTH_FAILURE_LOG;
 use crate::metrics::{RouteLabel, METRICS};
 use crate::reload::Snapshot;
 use crate::respond::{self, LocalResponse, FORBIDDEN_BODY};
+
+/// The header that carries `base64(clientId:key)`.
+static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
 impl Gateway {
     /// Sends a local response and records its status for metrics and the access log.
@@ -42,24 +46,14 @@ impl Gateway {
     ) -> Result<bool> {
         METRICS.count_auth_failure(reason);
         ctx.deny_reason = Some(reason);
-        let (admitted, held_back) = AUTH_FAILURE_LOG.admit();
-        if held_back > 0 {
-            warn!(
-                lines = held_back,
-                "auth failure log lines held back by the rate limit"
-            );
-        }
-        if admitted {
-            let header = session.req_header();
-            warn!(
-                reason = reason.as_str(),
-                peer = %peer_ip(session).map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-                method = %header.method,
-                path = header.uri.path(),
-                request_id = %ctx.request_id,
-                "request refused by the key check"
-            );
-        }
+        let header = session.req_header();
+        log_rejection(
+            reason,
+            || peer_ip(session),
+            header.method.as_str(),
+            header.uri.path(),
+            &ctx.request_id,
+        );
         let response = LocalResponse {
             status: StatusCode::FORBIDDEN,
             content_type: "application/json",
@@ -68,7 +62,37 @@ impl Gateway {
         };
         self.respond(session, ctx, snapshot, response).await
     }
+}
 
+/// Logs a rejected key, within the rate bound on auth-failure lines. `peer`
+/// is called only for a line that is written.
+pub fn log_rejection(
+    reason: DenyReason,
+    peer: impl FnOnce() -> Option<IpAddr>,
+    method: &str,
+    path: &str,
+    request_id: &str,
+) {
+    let (admitted, held_back) = AUTH_FAILURE_LOG.admit();
+    if held_back > 0 {
+        warn!(
+            lines = held_back,
+            "auth failure log lines held back by the rate limit"
+        );
+    }
+    if admitted {
+        warn!(
+            reason = reason.as_str(),
+            peer = %peer().map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            method = %method,
+            path,
+            request_id,
+            "request refused by the key check"
+        );
+    }
+}
+
+impl Gateway {
     /// Handles the admin routes for peers inside `adminAllowFrom` and for peers that send the admin token.
     pub(super) async fn admin(
         &self,
@@ -151,7 +175,7 @@ impl Gateway {
     ) -> Result<bool> {
         ctx.route = RouteLabel::Proxy;
         let limits = &snapshot.settings.limits;
-        let values = session.req_header().headers.get_all("x-api-key");
+        let values = session.req_header().headers.get_all(&X_API_KEY);
         match snapshot
             .clients
             .check(values.iter().map(|value| value.as_bytes()))

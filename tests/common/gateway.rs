@@ -133,6 +133,18 @@ fn config_secrets(config: &Value) -> Vec<String> {
     secrets
 }
 
+/// What [`Gateway::start_with`] waits for before it returns.
+#[derive(Clone, Copy, Debug)]
+pub enum Ready<'a> {
+    /// The health check and the metrics listener return 200, as
+    /// [`Gateway::start`] waits. With `gateway.tls`, the listen address
+    /// accepts connections instead.
+    Serving,
+    /// The log contains this text, for a keygate that shares its ports with
+    /// another one, whose health check proves nothing about it.
+    Logged(&'a str),
+}
+
 /// Running keygate process. Dropping it kills the process with SIGKILL and
 /// waits for it to exit.
 pub struct Gateway {
@@ -161,6 +173,24 @@ impl Gateway {
     /// RUST_LOG is removed from the environment, so the configured log level
     /// applies.
     pub fn try_start(config_text: &str) -> Result<Gateway, StartError> {
+        Self::try_start_with(config_text, &[], Ready::Serving)
+    }
+
+    /// Starts `keygate --config <file> <args>` like [`Gateway::start`] and
+    /// waits until `ready` holds. Panics with the end of the log when it
+    /// does not.
+    pub fn start_with(config_text: &str, args: &[&str], ready: Ready<'_>) -> Gateway {
+        Self::try_start_with(config_text, args, ready)
+            .unwrap_or_else(|err| panic!("keygate failed to start: {err}"))
+    }
+
+    /// Starts `keygate --config <file> <args>` like [`Gateway::try_start`]
+    /// and waits up to [`START_TIMEOUT`] until `ready` holds.
+    pub fn try_start_with(
+        config_text: &str,
+        args: &[&str],
+        ready: Ready<'_>,
+    ) -> Result<Gateway, StartError> {
         let summary = ConfigSummary::parse(config_text).unwrap_or_else(|err| panic!("{err}"));
         let (config_dir, config_path) = write_config_file(config_text);
         let log_path = new_log_path();
@@ -175,6 +205,7 @@ impl Gateway {
         let child = Command::new(KEYGATE_BIN)
             .arg("--config")
             .arg(&config_path)
+            .args(args)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log_file)
@@ -191,14 +222,38 @@ impl Gateway {
             log_path,
             secrets: Mutex::new(summary.secrets),
         };
-        let ready = if summary.tls {
-            gateway.wait_until_listening()
-        } else {
-            gateway.wait_until_healthy(&summary.health_path)
+        let result = match ready {
+            Ready::Serving if summary.tls => gateway.wait_until_listening(),
+            Ready::Serving => gateway.wait_until_healthy(&summary.health_path),
+            Ready::Logged(needle) => gateway.wait_until_logged(needle),
         };
-        match ready {
+        match result {
             Ok(()) => Ok(gateway),
             Err(reason) => Err(gateway.start_error(reason)),
+        }
+    }
+
+    /// Polls the log every [`POLL_INTERVAL`] until it contains `needle`, the
+    /// process exits or [`START_TIMEOUT`] passes. Kills the process on
+    /// timeout.
+    fn wait_until_logged(&mut self, needle: &str) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if self.log_text().contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self.try_wait() {
+                return Err(format!(
+                    "keygate exited with {status} before it logged {needle:?}"
+                ));
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(format!(
+                    "keygate did not log {needle:?} within {START_TIMEOUT:?}"
+                ));
+            }
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 

@@ -2,8 +2,10 @@
 //! check exact bytes.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// Connect, read and write timeout of a [`Conn`].
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,6 +94,19 @@ impl Conn {
     /// writing.
     pub fn try_connect(addr: SocketAddr) -> io::Result<Conn> {
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        Self::from_stream(stream, addr)
+    }
+
+    /// Connects to `addr` from the local address `source` (port chosen by
+    /// the system), such as 127.0.0.2 to be another peer than 127.0.0.1.
+    pub fn try_connect_from(source: IpAddr, addr: SocketAddr) -> io::Result<Conn> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        socket.connect_timeout(&addr.into(), IO_TIMEOUT)?;
+        Self::from_stream(socket.into(), addr)
+    }
+
+    fn from_stream(stream: TcpStream, addr: SocketAddr) -> io::Result<Conn> {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -158,6 +173,25 @@ impl Conn {
     /// caller that expects `100 Continue` reads twice.
     pub fn try_read_response(&mut self) -> io::Result<Response> {
         self.read_response_with_body(true)
+    }
+
+    /// Reads the status line and header fields of the next response and
+    /// leaves its body unread, for checks on a body that arrives in parts.
+    pub fn read_response_head(&mut self) -> Response {
+        self.read_head().unwrap_or_else(|err| {
+            panic!("failed to read a response head from {}: {err}", self.peer)
+        })
+    }
+
+    /// Reads exactly `length` bytes of a body whose head
+    /// [`Conn::read_response_head`] returned.
+    pub fn try_read_body_bytes(&mut self, length: usize) -> io::Result<Vec<u8>> {
+        self.take_exact(length)
+    }
+
+    /// Returns the bytes received but not yet read as part of a response.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buffer
     }
 
     /// Returns whether the peer closes the connection within [`CLOSE_WAIT`].
@@ -404,6 +438,19 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<Response> {
+    try_request_from(None, addr, method, path, headers, body)
+}
+
+/// Like [`try_request`], from the local address `source` when it is set
+/// (see [`Conn::try_connect_from`]).
+pub fn try_request_from(
+    source: Option<IpAddr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Response> {
     let has_header = |name: &str| {
         headers
             .iter()
@@ -425,7 +472,10 @@ pub fn try_request(
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(body);
 
-    let mut conn = Conn::try_connect(addr)?;
+    let mut conn = match source {
+        Some(source) => Conn::try_connect_from(source, addr)?,
+        None => Conn::try_connect(addr)?,
+    };
     conn.try_send(&bytes)?;
     if method.eq_ignore_ascii_case("HEAD") {
         conn.read_response_with_body(false)

@@ -32,7 +32,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 pub use config::ConfigBuilder;
-pub use gateway::{Gateway, StartError};
+pub use gateway::{Gateway, Ready, StartError};
 pub use http::{metrics_text, request, Conn, Response};
 pub use mock::MockBackend;
 pub use mock_push_backend::ReceivedRequest;

@@ -1,0 +1,413 @@
+//! Rejects bad keys on plain HTTP/1 connections before the proxy engine
+//! builds its per-request state.
+//!
+//! pingora's proxy path costs several times nginx's per rejected request:
+//! it sets up a proxy session, response modules and a response header map
+//! for every request. A gateway in front of a push service gets many
+//! requests with bad keys (retrying clients with a revoked key, scanners),
+//! so keygate reads each request head on a new plain HTTP/1 connection
+//! itself and responds to the ones its key check rejects, with the same 403
+//! bytes, counts and log line as the proxy path.
+//!
+//! Only the clearest cases are handled here: a complete head within
+//! `maxHeaderSize`, `Host` present on HTTP/1.1, a proxied route, no
+//! `Transfer-Encoding`, `Expect` or `Upgrade`, and the whole declared body
+//! (up to `drainBodyMax`) already read. Everything else, and every request
+//! whose key passes, goes to the proxy engine with the bytes read so far
+//! put back, and the connection stays with the engine from then on. The
+//! engine checks every request again, so this path can only reject, never
+//! admit.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use http::StatusCode;
+use pingora::apps::ServerApp;
+use pingora::protocols::http::date::get_cached_date;
+use pingora::protocols::l4::stream::Stream as TcpStream;
+use pingora::protocols::{GetSocketDigest, Stream};
+use pingora::server::ShutdownWatch;
+use smallvec::SmallVec;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::clients::DenyReason;
+use crate::gateway::{log_rejection, RequestIds};
+use crate::metrics::{RouteLabel, METRICS};
+use crate::reload::{Snapshot, SnapshotStore};
+use crate::respond::{LocalResponse, FORBIDDEN_BODY};
+use crate::routes::Route;
+
+/// Most fields in a request head parsed here. A head with more goes to the engine.
+const MAX_FIELDS: usize = 64;
+
+/// Read size for request heads. A typical push fits in one read.
+const READ_CHUNK: usize = 4096;
+
+/// A [`ServerApp`] that rejects bad keys on plain HTTP/1 connections and
+/// hands everything else to `inner`.
+pub struct EarlyReject<A> {
+    inner: Arc<A>,
+    store: Arc<SnapshotStore>,
+    request_ids: Arc<RequestIds>,
+    /// Set once the inner app's cleanup has closed its idle connections, so
+    /// that idle connections here close then too.
+    idle_closed: watch::Sender<bool>,
+}
+
+impl<A> EarlyReject<A> {
+    pub fn new(inner: A, store: Arc<SnapshotStore>, request_ids: Arc<RequestIds>) -> Self {
+        EarlyReject {
+            inner: Arc::new(inner),
+            store,
+            request_ids,
+            idle_closed: watch::Sender::new(false),
+        }
+    }
+}
+
+/// What became of one request read from the connection.
+enum Outcome {
+    /// Rejected with 403; the connection waits for the next request.
+    Rejected,
+    /// Rejected with 403, or the client left; the connection is closed.
+    Close,
+    /// For the engine, with the bytes read so far put back.
+    HandOver,
+}
+
+#[async_trait]
+impl<A> ServerApp for EarlyReject<A>
+where
+    A: ServerApp + Send + Sync + 'static,
+{
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // TLS connections may speak HTTP/2; the engine serves them whole.
+        if !stream.as_any().is::<TcpStream>() {
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        let mut tcp: Box<TcpStream> = stream.into_any().downcast().ok()?;
+        let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            match self.serve_one(&mut tcp, &mut buffer, shutdown).await {
+                Outcome::Rejected => {}
+                Outcome::Close => return None,
+                Outcome::HandOver => {
+                    tcp.rewind(&buffer);
+                    return self.inner.process_new(tcp, shutdown).await;
+                }
+            }
+        }
+    }
+
+    /// Runs when the drain starts. Idle connections here close when the
+    /// inner app closes its own, which may be some time into the drain.
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+        self.idle_closed.send_replace(true);
+    }
+}
+
+impl<A> EarlyReject<A> {
+    async fn serve_one(
+        &self,
+        stream: &mut TcpStream,
+        buffer: &mut BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> Outcome {
+        // Wait for the first bytes of the next request. An idle connection
+        // closes after clientRead, or when the drain closes idle connections.
+        if buffer.is_empty() {
+            let idle = self.store.current().settings.timeouts.client_read.0;
+            let mut idle_closed = self.idle_closed.subscribe();
+            let read = tokio::select! {
+                biased;
+                read = tokio::time::timeout(idle, read_more(stream, buffer)) => read,
+                _ = idle_closed.wait_for(|closed| *closed) => return Outcome::Close,
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Outcome::Close,
+                Ok(Ok(_)) => {}
+            }
+        }
+        let reading = self.store.current_owned();
+        let settings = &reading.settings;
+        let client_read = settings.timeouts.client_read.0;
+        let max_head = usize::try_from(settings.limits.max_header_size.0).unwrap_or(usize::MAX);
+        let started = Instant::now();
+
+        // The whole head must arrive within clientRead, not just each read,
+        // so a client that sends a byte at a time cannot hold the connection.
+        let deadline = started + client_read;
+        let request = loop {
+            match Head::parse(buffer, settings.request_id_header.0.as_str()) {
+                Parsed::Complete(head) => break head,
+                Parsed::Invalid => return Outcome::HandOver,
+                Parsed::Partial if buffer.len() >= max_head => return Outcome::HandOver,
+                Parsed::Partial => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, read_more(stream, buffer)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return Outcome::Close,
+                Err(_) => {
+                    // As nginx's client_header_timeout: 408, then close.
+                    let _ = tokio::time::timeout(client_read, async {
+                        stream.write_all(&head_timeout_response()).await?;
+                        stream.flush().await
+                    })
+                    .await;
+                    METRICS.observe_request(
+                        RouteLabel::Other,
+                        StatusCode::REQUEST_TIMEOUT,
+                        started.elapsed().as_secs_f64(),
+                    );
+                    return Outcome::Close;
+                }
+            }
+        };
+
+        // The snapshot in force once the head is read, as on the proxy path.
+        let snapshot = self.store.current_owned();
+        let settings = &snapshot.settings;
+        let Some(reason) = self.rejection(&request, buffer, &snapshot) else {
+            return Outcome::HandOver;
+        };
+        let keep_alive = request.keep_alive && !*shutdown.borrow();
+        let request_id = self.request_ids.for_request(request.request_id.as_deref());
+        let response = forbidden(
+            settings.request_id_header.0.as_str(),
+            &request_id,
+            request.is_head,
+            keep_alive,
+        );
+        let consumed = request.head_length + request.body_length;
+
+        METRICS.count_auth_failure(reason);
+        log_rejection(
+            reason,
+            || peer(stream),
+            &request.method,
+            &request.path,
+            &request_id,
+        );
+        let written = tokio::time::timeout(client_read, async {
+            stream.write_all(&response).await?;
+            stream.flush().await
+        })
+        .await;
+        METRICS.observe_request(
+            RouteLabel::Proxy,
+            StatusCode::FORBIDDEN,
+            started.elapsed().as_secs_f64(),
+        );
+        if !matches!(written, Ok(Ok(()))) || !keep_alive {
+            return Outcome::Close;
+        }
+        // Bytes after the body are the next, pipelined, request.
+        let _ = buffer.split_to(consumed);
+        Outcome::Rejected
+    }
+
+    /// Returns the reason to reject `request` here, or `None` when the
+    /// engine must see it: anything unusual, or a key that passes.
+    fn rejection(
+        &self,
+        request: &Head,
+        buffer: &BytesMut,
+        snapshot: &Snapshot,
+    ) -> Option<DenyReason> {
+        let limits = &snapshot.settings.limits;
+        if request.head_length as u64 > limits.max_header_size.0
+            || !request.plain
+            || request.body_length as u64 > limits.drain_body_max.0
+            || buffer.len() < request.head_length + request.body_length
+        {
+            return None;
+        }
+        if snapshot.routes.classify(&request.path) != Route::Proxy {
+            return None;
+        }
+        let values = request.api_keys.iter().map(|range| &buffer[range.clone()]);
+        snapshot.clients.check(values).err()
+    }
+}
+
+/// Reads what the client has sent into the spare room of `buffer`.
+async fn read_more(stream: &mut TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
+    buffer.reserve(READ_CHUNK);
+    stream.read_buf(buffer).await
+}
+
+fn peer(stream: &TcpStream) -> Option<std::net::IpAddr> {
+    let digest = stream.get_socket_digest()?;
+    let addr = digest.peer_addr()?.as_inet()?;
+    Some(addr.ip().to_canonical())
+}
+
+/// Writes the 403 response, byte for byte what the proxy path writes.
+fn forbidden(
+    request_id_header: &str,
+    request_id: &str,
+    is_head: bool,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let date = get_cached_date();
+    let mut response = Vec::with_capacity(256);
+    response.extend_from_slice(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ",
+    );
+    response.extend_from_slice(FORBIDDEN_BODY.len().to_string().as_bytes());
+    response.extend_from_slice(b"\r\n");
+    response.extend_from_slice(request_id_header.as_bytes());
+    response.extend_from_slice(b": ");
+    response.extend_from_slice(request_id.as_bytes());
+    response.extend_from_slice(b"\r\nDate: ");
+    response.extend_from_slice(date.as_bytes());
+    response.extend_from_slice(if keep_alive {
+        b"\r\nConnection: keep-alive\r\n\r\n".as_slice()
+    } else {
+        b"\r\nConnection: close\r\n\r\n".as_slice()
+    });
+    if !is_head {
+        response.extend_from_slice(FORBIDDEN_BODY.as_bytes());
+    }
+    response
+}
+
+/// The 408 for a head that did not arrive within clientRead.
+fn head_timeout_response() -> Vec<u8> {
+    let body = LocalResponse::error(
+        StatusCode::REQUEST_TIMEOUT,
+        "the request head did not arrive within timeouts.clientRead",
+    )
+    .body;
+    let mut response = Vec::with_capacity(256);
+    response.extend_from_slice(
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: ",
+    );
+    response.extend_from_slice(body.len().to_string().as_bytes());
+    response.extend_from_slice(b"\r\nDate: ");
+    response.extend_from_slice(get_cached_date().as_bytes());
+    response.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    response.extend_from_slice(&body);
+    response
+}
+
+/// The parts of a request head this path needs.
+struct Head {
+    head_length: usize,
+    body_length: usize,
+    method: String,
+    /// The path without the query.
+    path: String,
+    /// Byte ranges of the `x-api-key` values in the buffer.
+    api_keys: SmallVec<[std::ops::Range<usize>; 1]>,
+    request_id: Option<String>,
+    keep_alive: bool,
+    is_head: bool,
+    /// No field that changes framing or the connection, and nothing the
+    /// engine would reject differently.
+    plain: bool,
+}
+
+enum Parsed {
+    Complete(Head),
+    Partial,
+    Invalid,
+}
+
+impl Head {
+    /// Parses the head at the start of `buffer`; `request_id_header` is the
+    /// configured name of the request id field.
+    fn parse(buffer: &[u8], request_id_header: &str) -> Parsed {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut request = httparse::Request::new(&mut fields);
+        let head_length = match request.parse(buffer) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            Err(_) => return Parsed::Invalid,
+        };
+        let (Some(method), Some(target), Some(version)) =
+            (request.method, request.path, request.version)
+        else {
+            return Parsed::Invalid;
+        };
+        let Ok(path_and_query) = http::uri::PathAndQuery::try_from(target) else {
+            return Parsed::Invalid;
+        };
+
+        let mut plain = target.starts_with('/') && method != "CONNECT";
+        let mut host = 0;
+        let mut content_length: Option<usize> = None;
+        let mut close = false;
+        let mut keep_alive_token = false;
+        let mut api_keys = SmallVec::new();
+        let mut request_ids: SmallVec<[&[u8]; 1]> = SmallVec::new();
+        let base = buffer.as_ptr() as usize;
+        for field in request.headers.iter() {
+            let name = field.name;
+            if name.eq_ignore_ascii_case("x-api-key") {
+                let start = field.value.as_ptr() as usize - base;
+                api_keys.push(start..start + field.value.len());
+            } else if name.eq_ignore_ascii_case("host") {
+                host += 1;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                let length = std::str::from_utf8(field.value)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<usize>().ok());
+                match (content_length, length) {
+                    (None, Some(length)) => content_length = Some(length),
+                    _ => plain = false,
+                }
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in field.value.split(|byte| *byte == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive_token = true;
+                    } else if !token.is_empty() {
+                        plain = false;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(request_id_header) {
+                request_ids.push(field.value);
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("expect")
+                || name.eq_ignore_ascii_case("upgrade")
+            {
+                plain = false;
+            }
+        }
+        match version {
+            1 => plain &= host == 1,
+            0 => {}
+            _ => plain = false,
+        }
+        let keep_alive = !close && (version == 1 || keep_alive_token);
+        // Only a single request id is kept, as on the proxy path.
+        let request_id = match request_ids.as_slice() {
+            [only] => Some(String::from_utf8_lossy(only).into_owned()),
+            _ => None,
+        };
+        Parsed::Complete(Head {
+            head_length,
+            body_length: content_length.unwrap_or(0),
+            method: method.to_string(),
+            path: path_and_query.path().to_string(),
+            api_keys,
+            request_id,
+            keep_alive,
+            is_head: method == "HEAD",
+            plain,
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! Bad keys rejected before the proxy engine on plain HTTP/1 connections:
+//! the same 403 as the engine's, connections that switch to the engine
+//! after a rejection, pipelined requests, heads and bodies that arrive in
+//! parts, and the counts and log lines of every rejection.
+
+mod common;
+
+use std::thread::sleep;
+use std::time::Duration;
+
+use common::metrics::counter;
+use common::poll::wait_until;
+use common::{api_key, ConfigBuilder, Conn, Gateway, MockBackend};
+
+const KEY: &str = "8512aeb9e4193f046e8ae1435332d4b3fd5109840fd112a4559f0b9740e3167c";
+const WRONG_KEY: &str = "0be9e18521b1e3ad4dcdc34cad335d83f0be082b1146184bf3539c6bc7aa2159";
+const BODY: &str = r#"{"title":"hello","body":"early refusal tests"}"#;
+const FORBIDDEN_BODY: &str =
+    "{\"status\":403,\"error\":\"Forbidden\",\"message\":\"Access denied\"}\n";
+
+/// Message of the mock's 404 for pushId p1, which shows the request was forwarded.
+const FORWARDED: &str = "pushId 'p1' is not known";
+
+fn start() -> (MockBackend, Gateway) {
+    let mock = MockBackend::start();
+    let config = ConfigBuilder::new(mock.addr())
+        .client("karolin", KEY)
+        .build();
+    let gateway = Gateway::start(&config);
+    (mock, gateway)
+}
+
+fn push(key: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "POST /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway\r\nx-api-key: {}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{BODY}",
+        api_key("karolin", key),
+        BODY.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn rejection_then_good_request() {
+    let (mock, gateway) = start();
+    let mut conn = Conn::connect(gateway.addr());
+    for _ in 0..3 {
+        conn.send(&push(WRONG_KEY, ""));
+        let refused = conn.read_response();
+        assert_eq!(refused.status, 403);
+        assert_eq!(refused.text(), FORBIDDEN_BODY);
+        assert_eq!(refused.header("connection"), Some("keep-alive"));
+        assert!(refused.header("x-request-id").is_some());
+    }
+    conn.send(&push(KEY, ""));
+    let forwarded = conn.read_response();
+    assert_eq!(forwarded.status, 404, "{}", forwarded.text());
+    assert!(forwarded.text().contains(FORWARDED));
+    // The engine serves the connection from here on, refusals included.
+    conn.send(&push(WRONG_KEY, ""));
+    assert_eq!(conn.read_response().text(), FORBIDDEN_BODY);
+    assert_eq!(mock.requests().len(), 1);
+}
+
+#[test]
+fn pipelined_rejection_and_good_request() {
+    let (mock, gateway) = start();
+    let mut conn = Conn::connect(gateway.addr());
+    let mut both = push(WRONG_KEY, "");
+    both.extend_from_slice(&push(KEY, ""));
+    both.extend_from_slice(&push(WRONG_KEY, ""));
+    conn.send(&both);
+    assert_eq!(conn.read_response().status, 403);
+    let forwarded = conn.read_response();
+    assert_eq!(forwarded.status, 404);
+    assert!(forwarded.text().contains(FORWARDED));
+    assert_eq!(conn.read_response().status, 403);
+    assert_eq!(mock.requests().len(), 1);
+}
+
+#[test]
+fn head_and_body_in_parts() {
+    let (mock, gateway) = start();
+    let request = push(WRONG_KEY, "");
+    let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+
+    // The head in three writes, then the body.
+    let mut conn = Conn::connect(gateway.addr());
+    conn.send(&request[..10]);
+    sleep(Duration::from_millis(50));
+    conn.send(&request[10..head_end - 2]);
+    sleep(Duration::from_millis(50));
+    conn.send(&request[head_end - 2..head_end]);
+    sleep(Duration::from_millis(50));
+    conn.send(&request[head_end..]);
+    let refused = conn.read_response();
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.text(), FORBIDDEN_BODY);
+
+    // The next request on the same connection is still read in full.
+    conn.send(&push(KEY, ""));
+    assert_eq!(conn.read_response().status, 404);
+    assert_eq!(mock.requests().len(), 1);
+}
+
+#[test]
+fn connection_close_and_http10() {
+    let (_mock, gateway) = start();
+    let mut conn = Conn::connect(gateway.addr());
+    conn.send(&push(WRONG_KEY, "Connection: close\r\n"));
+    let refused = conn.read_response();
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.header("connection"), Some("close"));
+    assert!(conn.is_closed_by_peer());
+
+    let old = format!(
+        "POST /nps/rest/push/p1 HTTP/1.0\r\nx-api-key: {}\r\nContent-Length: {}\r\n\r\n{BODY}",
+        api_key("karolin", WRONG_KEY),
+        BODY.len()
+    );
+    let mut conn = Conn::connect(gateway.addr());
+    conn.send(old.as_bytes());
+    let refused = conn.read_response();
+    assert_eq!(refused.status, 403);
+    assert_eq!(refused.header("connection"), Some("close"));
+    assert!(conn.is_closed_by_peer());
+}
+
+#[test]
+fn client_request_id_kept_and_odd_one_replaced() {
+    let (_mock, gateway) = start();
+    let mut conn = Conn::connect(gateway.addr());
+    conn.send(&push(WRONG_KEY, "X-Request-Id: trace-42\r\n"));
+    assert_eq!(
+        conn.read_response().header("x-request-id"),
+        Some("trace-42")
+    );
+    conn.send(&push(WRONG_KEY, "X-Request-Id: a\r\nX-Request-Id: b\r\n"));
+    let replaced = conn.read_response();
+    let id = replaced.header("x-request-id").unwrap();
+    assert_eq!(id.len(), 32, "a new id replaces two sent ones: {id}");
+}
+
+#[test]
+fn rejections_counted_and_logged() {
+    let (_mock, gateway) = start();
+    let metrics = gateway.metrics_addr();
+    let before = counter(
+        metrics,
+        "keygate_auth_failures_total",
+        &[("reason", "bad_key")],
+    );
+    let mut conn = Conn::connect(gateway.addr());
+    for _ in 0..4 {
+        conn.send(&push(WRONG_KEY, ""));
+        assert_eq!(conn.read_response().status, 403);
+    }
+    let after = counter(
+        metrics,
+        "keygate_auth_failures_total",
+        &[("reason", "bad_key")],
+    );
+    assert_eq!(after - before, 4.0);
+    // A request is counted once its response is written, which may be just
+    // after the client has read it.
+    let counted = wait_until(Duration::from_secs(5), || {
+        counter(
+            metrics,
+            "keygate_requests_total",
+            &[("route", "proxy"), ("status", "403")],
+        ) >= 4.0
+    });
+    assert!(counted, "four 403s counted in keygate_requests_total");
+    assert!(gateway.wait_for_log("request refused by the key check", Duration::from_secs(5)));
+    let log = gateway.log_text();
+    assert!(log.contains("reason=\"bad_key\"") || log.contains("\"reason\":\"bad_key\""));
+    assert!(!log.contains(WRONG_KEY));
+    assert!(!log.contains(&api_key("karolin", WRONG_KEY)));
+}
+
+#[test]
+fn trickled_head_gets_408_within_client_read() {
+    use std::io::{Read, Write};
+    let mock = MockBackend::start();
+    let config = ConfigBuilder::new(mock.addr())
+        .client("karolin", KEY)
+        .set("timeouts.clientRead", "1s")
+        .build();
+    let gateway = Gateway::start(&config);
+    let request = push(WRONG_KEY, "");
+    let mut stream = std::net::TcpStream::connect(gateway.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .unwrap();
+    // One byte every 250 ms: each read is well within clientRead, the
+    // whole head is not.
+    let mut answer = Vec::new();
+    let mut sent = 0;
+    let mut chunk = [0u8; 1024];
+    while sent < 40 {
+        if stream.write_all(&request[sent..=sent]).is_ok() {
+            sent += 1;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "answer after {sent} bytes: {text:?}"
+    );
+    assert!(text.contains("Connection: close"), "{text}");
+    assert!(
+        sent < 40,
+        "the connection stayed open for the whole trickle"
+    );
+    assert!(mock.requests().is_empty());
+}
