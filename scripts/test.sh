@@ -2,8 +2,9 @@
 # Run keygate's test suite in debug mode after installing the build
 # prerequisites. `cargo test --locked --all-targets` covers the library,
 # binaries, tests, examples and benches, and cargo runs each bench once in
-# test mode. The doc tests run too when the crate has a library. Extra
-# arguments go to the all-targets run, as in `scripts/test.sh -- --nocapture`.
+# test mode. The doc tests run too when the crate has a library, and the
+# fuzz targets in fuzz/ are type-checked. Extra arguments go to the
+# all-targets run, as in `scripts/test.sh -- --nocapture`.
 # Closes with one summary line of all test counts, and exits with cargo's
 # status.
 set -euo pipefail
@@ -37,6 +38,14 @@ run_cargo_test --all-targets "$@" || status=$?
 # there is no library target.
 if ((status == 0)) && [[ -f src/lib.rs ]]; then
     run_cargo_test --doc || status=$?
+fi
+
+# The fuzz targets have their own workspace in fuzz/, which the run above
+# does not build. Checking them keeps them compiling as the library changes.
+# Running them needs a sanitizer build of pingora, which scripts/fuzz.sh makes.
+if ((status == 0)); then
+    echo "test: cargo check --locked --manifest-path fuzz/Cargo.toml"
+    cargo check --locked --manifest-path fuzz/Cargo.toml || status=$?
 fi
 
 # Every gateway in the tests logs at trace level; none of those logs may show a key.

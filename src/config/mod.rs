@@ -3,7 +3,9 @@
 //! the backend and is kept only to report what a refresh changed.
 
 mod admin_token;
+mod alias_budget;
 mod clients;
+mod flow_depth;
 mod gateway;
 mod keys;
 mod tls;
@@ -172,6 +174,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Checks config text; `path` only names the file in errors.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    if let Err(too_deep) = flow_depth::check(text) {
+        return Err(ConfigError {
+            file: path.to_path_buf(),
+            line: Some(too_deep.line),
+            column: Some(too_deep.column),
+            message: format!(
+                "[...] and {{...}} are nested more than {} levels deep, which no config file needs; check that --config names the right file",
+                flow_depth::MAX_FLOW_DEPTH
+            ),
+        });
+    }
+    alias_budget::check(text).map_err(|err| ConfigError::from_yaml(path, &err))?;
     let file: FileModel =
         serde_yaml::from_str(text).map_err(|err| ConfigError::from_yaml(path, &err))?;
 

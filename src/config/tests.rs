@@ -151,6 +151,47 @@ fn alias_bomb_rejected_quickly() {
 }
 
 #[test]
+fn deep_flow_nesting_rejected_first() {
+    // The YAML scanner's time grows with the square of the flow depth, so
+    // this text kept it busy for minutes before the depth check.
+    let text = format!("allowedClients: {}\n", "[".repeat(256 * 1024));
+    let err = error_of(&text);
+    assert_eq!(err.line, Some(1), "{err}");
+    assert_eq!(err.column, Some(16 + 129), "{err}");
+    assert!(
+        err.message.contains("nested more than 128 levels deep"),
+        "{err}"
+    );
+}
+
+#[test]
+fn flow_nesting_within_limit_loads() {
+    let nested = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    let quoted = format!("\"{}\"", "[".repeat(200));
+    let text = format!("backend: {nested}\nnote: {quoted}\nallowedClients: []\n");
+    let config = parse_text(&text).unwrap();
+    assert_eq!(config.top_level.len(), 3);
+}
+
+#[test]
+fn alias_repeats_limited() {
+    // Before the limit, these 16 KB took 1.2 s and 1 GB of memory to load.
+    let items = vec!["x"; 4000].join(",");
+    let aliases = vec!["*a"; 2600].join(",");
+    let text = format!("backend: &a [{items}]\ncopies: [{aliases}]\nallowedClients: []\n");
+    let err = error_of(&text);
+    assert!(err.message.contains("aliases (*name) repeat"), "{err}");
+    assert_eq!(err.line, Some(1), "{err}");
+}
+
+#[test]
+fn few_aliases_load() {
+    let text = "defaults: &defaults {timeout: 5s}\nfirst: *defaults\nsecond: *defaults\nallowedClients: []\n";
+    let config = parse_text(text).unwrap();
+    assert_eq!(config.top_level.len(), 4);
+}
+
+#[test]
 fn gateway_values_checked_with_place() {
     let cases = [
         (
