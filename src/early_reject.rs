@@ -4,9 +4,9 @@
 //! pingora's proxy path costs several times nginx's per rejected request:
 //! it sets up a proxy session, response modules and a response header map
 //! for every request. A gateway in front of a push service gets many
-//! requests with bad keys (retrying clients with a revoked key, scanners),
-//! so keygate reads each request head on a new plain HTTP/1 connection
-//! itself and responds to the ones its key check rejects, with the same 403
+//! requests with bad keys: retrying clients with a revoked key, scanners.
+//! So keygate reads each request head on a new plain HTTP/1 connection
+//! itself. It responds to the ones its key check rejects with the same 403
 //! bytes, counts and log line as the proxy path.
 //!
 //! Only the clearest cases are handled here: a complete head within
@@ -20,7 +20,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -41,7 +41,7 @@ use crate::reload::{Snapshot, SnapshotStore};
 use crate::respond::{LocalResponse, FORBIDDEN_BODY};
 use crate::routes::Route;
 
-/// Most fields in a request head parsed here. A head with more goes to the engine.
+/// Maximum number of fields in a request head parsed here. A head with more goes to the engine.
 const MAX_FIELDS: usize = 64;
 
 /// Read size for request heads. A typical push fits in one read.
@@ -69,7 +69,7 @@ impl<A> EarlyReject<A> {
     }
 }
 
-/// What became of one request read from the connection.
+/// The outcome of one request read from the connection.
 enum Outcome {
     /// Rejected with 403; the connection waits for the next request.
     Rejected,
@@ -150,7 +150,16 @@ impl<A> EarlyReject<A> {
             match Head::parse(buffer, settings.request_id_header.0.as_str()) {
                 Parsed::Complete(head) => break head,
                 Parsed::Invalid => return Outcome::HandOver,
-                Parsed::Partial if buffer.len() >= max_head => return Outcome::HandOver,
+                Parsed::Partial if buffer.len() > max_head => {
+                    // The head can only end up over maxHeaderSize, which gets 431.
+                    send(stream, &head_too_large_response(), client_read).await;
+                    METRICS.observe_request(
+                        RouteLabel::Other,
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        started.elapsed().as_secs_f64(),
+                    );
+                    return Outcome::Close;
+                }
                 Parsed::Partial => {}
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -159,11 +168,7 @@ impl<A> EarlyReject<A> {
                 Ok(_) => return Outcome::Close,
                 Err(_) => {
                     // As nginx's client_header_timeout: 408, then close.
-                    let _ = tokio::time::timeout(client_read, async {
-                        stream.write_all(&head_timeout_response()).await?;
-                        stream.flush().await
-                    })
-                    .await;
+                    send(stream, &head_timeout_response(), client_read).await;
                     METRICS.observe_request(
                         RouteLabel::Other,
                         StatusCode::REQUEST_TIMEOUT,
@@ -198,17 +203,13 @@ impl<A> EarlyReject<A> {
             &request.path,
             &request_id,
         );
-        let written = tokio::time::timeout(client_read, async {
-            stream.write_all(&response).await?;
-            stream.flush().await
-        })
-        .await;
+        let written = send(stream, &response, client_read).await;
         METRICS.observe_request(
             RouteLabel::Proxy,
             StatusCode::FORBIDDEN,
             started.elapsed().as_secs_f64(),
         );
-        if !matches!(written, Ok(Ok(()))) || !keep_alive {
+        if !written || !keep_alive {
             return Outcome::Close;
         }
         // Bytes after the body are the next, pipelined, request.
@@ -244,6 +245,16 @@ impl<A> EarlyReject<A> {
 async fn read_more(stream: &mut TcpStream, buffer: &mut BytesMut) -> io::Result<usize> {
     buffer.reserve(READ_CHUNK);
     stream.read_buf(buffer).await
+}
+
+/// Writes `response` and flushes it within `time`. Returns whether that worked.
+async fn send(stream: &mut TcpStream, response: &[u8], time: Duration) -> bool {
+    let written = tokio::time::timeout(time, async {
+        stream.write_all(response).await?;
+        stream.flush().await
+    })
+    .await;
+    matches!(written, Ok(Ok(())))
 }
 
 fn peer(stream: &TcpStream) -> Option<std::net::IpAddr> {
@@ -282,23 +293,60 @@ fn forbidden(
     response
 }
 
-/// The 408 for a head that did not arrive within clientRead.
+/// Writes the 408 for a head that did not arrive within clientRead.
 fn head_timeout_response() -> Vec<u8> {
-    let body = LocalResponse::error(
+    close_response(
         StatusCode::REQUEST_TIMEOUT,
         "the request head did not arrive within timeouts.clientRead",
     )
-    .body;
+}
+
+/// Writes an error response in keygate's JSON shape that closes the connection.
+fn close_response(status: StatusCode, message: &str) -> Vec<u8> {
+    let body = LocalResponse::error(status, message).body;
     let mut response = Vec::with_capacity(256);
-    response.extend_from_slice(
-        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: ",
-    );
+    response.extend_from_slice(b"HTTP/1.1 ");
+    response.extend_from_slice(status.as_str().as_bytes());
+    response.push(b' ');
+    response.extend_from_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
+    response.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: ");
     response.extend_from_slice(body.len().to_string().as_bytes());
     response.extend_from_slice(b"\r\nDate: ");
     response.extend_from_slice(get_cached_date().as_bytes());
     response.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
     response.extend_from_slice(&body);
     response
+}
+
+/// Writes the 431 for a head that grew past maxHeaderSize before it ended.
+fn head_too_large_response() -> Vec<u8> {
+    close_response(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "the request head is larger than the gateway accepts",
+    )
+}
+
+/// Returns whether `buffer` contains the blank line that ends a request head.
+fn head_complete(buffer: &[u8]) -> bool {
+    buffer.windows(4).any(|window| window == b"\r\n\r\n")
+}
+
+/// Reads a `Content-Length` value: ASCII digits only, as RFC 9110 section 8.6 writes it.
+fn digits(value: &[u8]) -> Option<usize> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// Returns whether a `Host` value is a plain host name or address with an
+/// optional port; anything else goes to the engine.
+fn is_plain_host(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]_".contains(byte))
 }
 
 /// The parts of a request head this path needs.
@@ -333,6 +381,10 @@ impl Head {
         let head_length = match request.parse(buffer) {
             Ok(httparse::Status::Complete(length)) => length,
             Ok(httparse::Status::Partial) => return Parsed::Partial,
+            // More fields than parsed here: the engine reads the head, once it is all here.
+            Err(httparse::Error::TooManyHeaders) if !head_complete(buffer) => {
+                return Parsed::Partial
+            }
             Err(_) => return Parsed::Invalid,
         };
         let (Some(method), Some(target), Some(version)) =
@@ -349,6 +401,7 @@ impl Head {
         let mut content_length: Option<usize> = None;
         let mut close = false;
         let mut keep_alive_token = false;
+        let mut connection_fields = 0;
         let mut api_keys = SmallVec::new();
         let mut request_ids: SmallVec<[&[u8]; 1]> = SmallVec::new();
         let base = buffer.as_ptr() as usize;
@@ -359,24 +412,23 @@ impl Head {
                 api_keys.push(start..start + field.value.len());
             } else if name.eq_ignore_ascii_case("host") {
                 host += 1;
+                plain &= is_plain_host(field.value);
             } else if name.eq_ignore_ascii_case("content-length") {
-                let length = std::str::from_utf8(field.value)
-                    .ok()
-                    .and_then(|text| text.trim().parse::<usize>().ok());
-                match (content_length, length) {
+                match (content_length, digits(field.value)) {
                     (None, Some(length)) => content_length = Some(length),
                     _ => plain = false,
                 }
             } else if name.eq_ignore_ascii_case("connection") {
-                for token in field.value.split(|byte| *byte == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        keep_alive_token = true;
-                    } else if !token.is_empty() {
-                        plain = false;
-                    }
+                // One `close` or one `keep-alive`; any other form goes to
+                // the engine, whose reading of it is the one that counts.
+                let token = field.value.trim_ascii();
+                connection_fields += 1;
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else {
+                    plain = false;
                 }
             } else if name.eq_ignore_ascii_case(request_id_header) {
                 request_ids.push(field.value);
@@ -387,9 +439,10 @@ impl Head {
                 plain = false;
             }
         }
+        plain &= connection_fields <= 1;
         match version {
             1 => plain &= host == 1,
-            0 => {}
+            0 => plain &= host <= 1,
             _ => plain = false,
         }
         let keep_alive = !close && (version == 1 || keep_alive_token);

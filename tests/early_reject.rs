@@ -218,3 +218,110 @@ fn trickled_head_gets_408_within_client_read() {
     );
     assert!(mock.requests().is_empty());
 }
+
+/// Sends bytes one line at a time until a response arrives or `lines` run
+/// out, and returns what came back and how many lines were sent.
+fn trickle(addr: std::net::SocketAddr, start: &[u8], lines: usize) -> (String, usize) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    stream.write_all(start).unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let mut sent = 0;
+    while sent < lines {
+        if stream.write_all(b"X-Slow: v\r\n").is_ok() {
+            sent += 1;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+    }
+    (String::from_utf8_lossy(&answer).into_owned(), sent)
+}
+
+#[test]
+fn trickled_head_with_many_fields_gets_408() {
+    let mock = MockBackend::start();
+    let config = ConfigBuilder::new(mock.addr())
+        .client("karolin", KEY)
+        .set("timeouts.clientRead", "1s")
+        .build();
+    let gateway = Gateway::start(&config);
+    // More fields than the early parse holds, then one more every 300 ms.
+    let mut start = format!(
+        "POST /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway\r\nx-api-key: {}\r\n",
+        api_key("karolin", WRONG_KEY)
+    );
+    for index in 0..70 {
+        start.push_str(&format!("X-Field-{index}: v\r\n"));
+    }
+    let (answer, sent) = trickle(gateway.addr(), start.as_bytes(), 40);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "answer after {sent} lines: {answer:?}"
+    );
+    assert!(
+        sent < 40,
+        "the connection stayed open for the whole trickle"
+    );
+}
+
+#[test]
+fn unfinished_head_over_limit_gets_431() {
+    let mock = MockBackend::start();
+    let config = ConfigBuilder::new(mock.addr())
+        .client("karolin", KEY)
+        .set("limits.maxHeaderSize", "4KiB")
+        .build();
+    let gateway = Gateway::start(&config);
+    let mut head = b"POST /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway\r\n".to_vec();
+    while head.len() <= 5000 {
+        head.extend_from_slice(b"X-Padding: 0123456789abcdef0123456789abcdef\r\n");
+    }
+    let mut conn = Conn::connect(gateway.addr());
+    conn.send(&head);
+    let answer = conn.read_response();
+    assert_eq!(answer.status, 431);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(conn.is_closed_by_peer());
+    assert!(mock.requests().is_empty());
+}
+
+/// Requests whose framing or connection fields are unusual: the early path
+/// leaves them to the engine, so the answer is the same whether the request
+/// is the first on its connection or follows a forwarded one.
+#[test]
+fn unusual_fields_answered_as_by_engine() {
+    let (_mock, gateway) = start();
+    let wrong = api_key("karolin", WRONG_KEY);
+    let cases = [
+        format!("POST /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway\r\nx-api-key: {wrong}\r\nContent-Length: +2\r\n\r\n{{}}"),
+        format!("POST /nps/rest/push/p1 HTTP/1.1\r\nHost: user@gateway\r\nx-api-key: {wrong}\r\nContent-Length: 2\r\n\r\n{{}}"),
+        format!("POST /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway\r\nConnection: keep-alive\r\nConnection: close\r\nx-api-key: {wrong}\r\nContent-Length: 2\r\n\r\n{{}}"),
+        format!("POST /nps/rest/push/p1 HTTP/1.0\r\nConnection: ,keep-alive,\r\nx-api-key: {wrong}\r\nContent-Length: 2\r\n\r\n{{}}"),
+    ];
+    for case in &cases {
+        let mut first = Conn::connect(gateway.addr());
+        first.send(case.as_bytes());
+        let early = first.read_response();
+
+        let mut after = Conn::connect(gateway.addr());
+        after.send(&push(KEY, ""));
+        assert_eq!(after.read_response().status, 404);
+        after.send(case.as_bytes());
+        let engine = after.read_response();
+
+        assert_eq!(early.status, engine.status, "status for {case:?}");
+        assert_eq!(
+            early.header("connection"),
+            engine.header("connection"),
+            "Connection for {case:?}"
+        );
+        assert_eq!(early.text(), engine.text(), "body for {case:?}");
+    }
+}

@@ -27,6 +27,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "upgrade",
     "host",
     "content-length",
+    // Read as `100-continue` on the way in, so it cannot carry a request id.
+    "expect",
     // Credentials and forwarding headers: a request id or identity there
     // would log credentials or let clients spoof hops.
     "authorization",
@@ -316,6 +318,7 @@ mod tests {
             "Content-Length",
             "Transfer-Encoding",
             "TE",
+            "Expect",
         ] {
             assert!(
                 ForwardedHeader::parse(name).is_err(),
