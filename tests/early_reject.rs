@@ -1,5 +1,5 @@
-//! Bad keys rejected before the proxy engine on plain HTTP/1 connections:
-//! the same 403 as the engine's, connections that switch to the engine
+//! Bad keys rejected before the proxy engine on plain HTTP/1 connections.
+//! The tests cover the 403 bytes, connections that switch to the engine
 //! after a rejection, pipelined requests, heads and bodies that arrive in
 //! parts, and the counts and log lines of every rejection.
 
@@ -179,60 +179,52 @@ fn rejections_counted_and_logged() {
 
 #[test]
 fn trickled_head_gets_408_within_client_read() {
-    use std::io::{Read, Write};
-    let mock = MockBackend::start();
-    let config = ConfigBuilder::new(mock.addr())
-        .client("karolin", KEY)
-        .set("timeouts.clientRead", "1s")
-        .build();
-    let gateway = Gateway::start(&config);
-    let request = push(WRONG_KEY, "");
-    let mut stream = std::net::TcpStream::connect(gateway.addr()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(250)))
-        .unwrap();
+    let (mock, gateway) = start_with_client_read("1s");
+
     // One byte every 250 ms: each read is well within clientRead, the
     // whole head is not.
-    let mut answer = Vec::new();
-    let mut sent = 0;
-    let mut chunk = [0u8; 1024];
-    while sent < 40 {
-        if stream.write_all(&request[sent..=sent]).is_ok() {
-            sent += 1;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&chunk[..n]),
-            Err(_) => {}
-        }
-    }
-    let text = String::from_utf8_lossy(&answer);
+    let request = push(WRONG_KEY, "");
+    let bytes: Vec<&[u8]> = request[..40].chunks(1).collect();
+    let (answer, sent) = trickle(gateway.addr(), b"", &bytes);
+
     assert!(
-        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-        "answer after {sent} bytes: {text:?}"
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "answer after {sent} bytes: {answer:?}"
     );
-    assert!(text.contains("Connection: close"), "{text}");
+    assert!(answer.contains("Connection: close"), "{answer}");
     assert!(
-        sent < 40,
+        sent < bytes.len(),
         "the connection stayed open for the whole trickle"
     );
     assert!(mock.requests().is_empty());
 }
 
-/// Sends bytes one line at a time until a response arrives or `lines` run
-/// out, and returns what came back and how many lines were sent.
-fn trickle(addr: std::net::SocketAddr, start: &[u8], lines: usize) -> (String, usize) {
+fn start_with_client_read(client_read: &str) -> (MockBackend, Gateway) {
+    let mock = MockBackend::start();
+    let config = ConfigBuilder::new(mock.addr())
+        .client("karolin", KEY)
+        .set("timeouts.clientRead", client_read)
+        .build();
+    let gateway = Gateway::start(&config);
+    (mock, gateway)
+}
+
+/// Sends `start`, then one of `pieces` every 250 ms until a response
+/// arrives or the pieces run out. Returns the response text and how many
+/// pieces were sent.
+fn trickle(addr: std::net::SocketAddr, start: &[u8], pieces: &[&[u8]]) -> (String, usize) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
-        .set_read_timeout(Some(Duration::from_millis(300)))
+        .set_read_timeout(Some(Duration::from_millis(250)))
         .unwrap();
     stream.write_all(start).unwrap();
+
     let mut answer = Vec::new();
     let mut chunk = [0u8; 1024];
     let mut sent = 0;
-    while sent < lines {
-        if stream.write_all(b"X-Slow: v\r\n").is_ok() {
+    while sent < pieces.len() {
+        if stream.write_all(pieces[sent]).is_ok() {
             sent += 1;
         }
         match stream.read(&mut chunk) {
@@ -246,13 +238,9 @@ fn trickle(addr: std::net::SocketAddr, start: &[u8], lines: usize) -> (String, u
 
 #[test]
 fn trickled_head_with_many_fields_gets_408() {
-    let mock = MockBackend::start();
-    let config = ConfigBuilder::new(mock.addr())
-        .client("karolin", KEY)
-        .set("timeouts.clientRead", "1s")
-        .build();
-    let gateway = Gateway::start(&config);
-    // More fields than the early parse holds, then one more every 300 ms.
+    let (_mock, gateway) = start_with_client_read("1s");
+
+    // More fields than the early parse has room for, then one more every 250 ms.
     let mut start = format!(
         "POST /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway\r\nx-api-key: {}\r\n",
         api_key("karolin", WRONG_KEY)
@@ -260,13 +248,15 @@ fn trickled_head_with_many_fields_gets_408() {
     for index in 0..70 {
         start.push_str(&format!("X-Field-{index}: v\r\n"));
     }
-    let (answer, sent) = trickle(gateway.addr(), start.as_bytes(), 40);
+    let lines: Vec<&[u8]> = vec![b"X-Slow: v\r\n"; 40];
+    let (answer, sent) = trickle(gateway.addr(), start.as_bytes(), &lines);
+
     assert!(
         answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
         "answer after {sent} lines: {answer:?}"
     );
     assert!(
-        sent < 40,
+        sent < lines.len(),
         "the connection stayed open for the whole trickle"
     );
 }
@@ -292,9 +282,9 @@ fn unfinished_head_over_limit_gets_431() {
     assert!(mock.requests().is_empty());
 }
 
-/// Requests whose framing or connection fields are unusual: the early path
-/// leaves them to the engine, so the answer is the same whether the request
-/// is the first on its connection or follows a forwarded one.
+/// Requests whose framing or connection fields are unusual. The early path
+/// leaves them to the engine, so the response is the same whether the
+/// request is the first on its connection or follows a forwarded one.
 #[test]
 fn unusual_fields_answered_as_by_engine() {
     let (_mock, gateway) = start();

@@ -97,7 +97,7 @@ backend_server_block >"$work/backend.server"
 proxy_server_block >"$work/proxy.server"
 proxy_http_block "$work/one.nginx-map.conf" "$backend_port" >"$work/one.http"
 write_nginx_conf "$work/nginx" "$nginx_port" "$work/proxy.server" "$work/one.http"
-# One process that does the work, so callgrind sees every request.
+# One process does the work, so callgrind counts every request.
 sed -i 's/^worker_processes .*/worker_processes 1;\nmaster_process off;/' "$work/nginx/nginx.conf"
 
 start_nginx backend "$backend_port" "$work/backend.server"
@@ -122,7 +122,7 @@ count() {
 
     local requests total
     requests="$(awk '/requests in/ {print $1}' "$work/$name.wrk")"
-    # The dump above is part 1; the part written at exit holds nothing counted.
+    # The dump above is part 1. The part written at exit contains nothing counted.
     total="$(callgrind_annotate "$work/$name.callgrind.1" 2>/dev/null \
         | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')"
     if ! [[ "$requests" =~ ^[1-9][0-9]*$ && "$total" =~ ^[0-9]+$ ]]; then
