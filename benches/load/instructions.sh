@@ -118,7 +118,12 @@ count() {
     callgrind_control -i off "$pid" >/dev/null 2>&1
     callgrind_control -d "$pid" >/dev/null 2>&1
     kill "-$signal" "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+    # The counts are dumped already; a proxy slow to exit under valgrind is killed after 20 s.
+    local tries=0
+    while kill -0 "$pid" 2>/dev/null; do
+        if (( ++tries == 100 )); then kill -KILL "$pid" 2>/dev/null || true; fi
+        sleep 0.2
+    done
 
     local requests total
     requests="$(awk '/requests in/ {print $1}' "$work/$name.wrk")"
@@ -137,8 +142,8 @@ count() {
 
 nginx_command=("$nginx_bin" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" -g 'daemon off;')
 echo "counting instructions per request, $duration s of load each, on 127.0.0.1"
-count nginx-good "$nginx_port" "$work/one.good.lua" QUIT "${nginx_command[@]}"
-count nginx-403 "$nginx_port" "$work/one.bad.lua" QUIT "${nginx_command[@]}"
+count nginx-good "$nginx_port" "$work/one.good.lua" TERM "${nginx_command[@]}"
+count nginx-403 "$nginx_port" "$work/one.bad.lua" TERM "${nginx_command[@]}"
 count bare-good "$bare_port" "$work/one.good.lua" INT \
     "$bare_bin" --listen "127.0.0.1:$bare_port" --upstream "127.0.0.1:$backend_port"
 count keygate-good "$keygate_port" "$work/one.good.lua" INT "$keygate_bin" --config "$work/one.keygate.yml"
