@@ -186,10 +186,12 @@ impl<A> EarlyReject<A> {
             return Outcome::HandOver;
         };
         let keep_alive = request.keep_alive && !*shutdown.borrow();
-        let request_id = self.request_ids.for_request(request.request_id.as_deref());
+        let request_id = self
+            .request_ids
+            .for_request(request.request_id.as_deref().map(str::as_bytes));
         let response = forbidden(
             settings.request_id_header.0.as_str(),
-            &request_id,
+            request_id.as_str(),
             request.is_head,
             keep_alive,
         );
@@ -201,7 +203,7 @@ impl<A> EarlyReject<A> {
             || peer(stream),
             &request.method,
             &request.path,
-            &request_id,
+            request_id.as_str(),
         );
         let written = send(stream, &response, client_read).await;
         METRICS.observe_request(

@@ -13,6 +13,7 @@ use pingora::Result;
 use smallvec::SmallVec;
 
 use crate::config::GatewaySettings;
+use crate::gateway::RequestId;
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1, plus the older `Keep-Alive`
 /// and `Proxy-Connection`). `Transfer-Encoding` is hop-by-hop too, but the
@@ -30,7 +31,10 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 
 static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// The forwarding headers' names as written on the wire. pingora's setters
+/// take them without copying.
+const X_FORWARDED_FOR_WIRE: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO_WIRE: &str = "x-forwarded-proto";
 
 /// Header names to remove; requests seldom carry any, so the common case
 /// neither allocates nor touches the header map.
@@ -47,7 +51,7 @@ pub fn prepare_request(
     request: &mut RequestHeader,
     settings: &GatewaySettings,
     client_id: &str,
-    request_id: &str,
+    request_id: &RequestId,
     peer_ip: Option<IpAddr>,
     client_tls: bool,
 ) -> Result<()> {
@@ -72,7 +76,7 @@ pub fn prepare_request(
     for name in &doomed {
         request.remove_header(name);
     }
-    request.insert_header(identity.clone(), client_id)?;
+    request.insert_header(settings.client_id_header.wire_name(), client_id)?;
 
     if let Some(ip) = peer_ip {
         let mut sent = request.headers.get_all(&X_FORWARDED_FOR).iter().peekable();
@@ -89,11 +93,14 @@ pub fn prepare_request(
             hops.push(&peer);
             hops.join(", ")
         };
-        request.insert_header(X_FORWARDED_FOR.clone(), forwarded_for)?;
+        request.insert_header(X_FORWARDED_FOR_WIRE, forwarded_for)?;
     }
     let proto = if client_tls { "https" } else { "http" };
-    request.insert_header(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto))?;
-    request.insert_header(settings.request_id_header.0.clone(), request_id)?;
+    request.insert_header(X_FORWARDED_PROTO_WIRE, HeaderValue::from_static(proto))?;
+    request.insert_header(
+        settings.request_id_header.wire_name(),
+        request_id.header_value(),
+    )?;
     Ok(())
 }
 
@@ -105,7 +112,7 @@ pub fn prepare_request(
 pub fn prepare_response(
     response: &mut ResponseHeader,
     settings: &GatewaySettings,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> Result<()> {
     let listed = connection_tokens(&response.headers);
     let doomed: Doomed = response
@@ -119,7 +126,10 @@ pub fn prepare_response(
         response.remove_header(name);
     }
     if !response.headers.contains_key(&settings.request_id_header.0) {
-        response.insert_header(settings.request_id_header.0.clone(), request_id)?;
+        response.insert_header(
+            settings.request_id_header.wire_name(),
+            request_id.header_value(),
+        )?;
     }
     Ok(())
 }
@@ -163,6 +173,10 @@ mod tests {
         request
     }
 
+    fn request_id(sent: &str) -> RequestId {
+        crate::gateway::RequestIds::new().for_request(Some(sent.as_bytes()))
+    }
+
     fn values(request: &RequestHeader, name: &str) -> Vec<String> {
         request
             .headers
@@ -180,7 +194,15 @@ mod tests {
             ("x_client_id", "other"),
             ("X-Client_Id", "third"),
         ]);
-        prepare_request(&mut request, &settings, "karolin", "rid", None, false).unwrap();
+        prepare_request(
+            &mut request,
+            &settings,
+            "karolin",
+            &request_id("rid"),
+            None,
+            false,
+        )
+        .unwrap();
         assert_eq!(values(&request, "x-client-id"), ["karolin"]);
         assert!(request.headers.get("x_client_id").is_none());
         assert!(request.headers.get("x-client_id").is_none());
@@ -196,7 +218,15 @@ mod tests {
             ("x-foo", "1"),
             ("x-bar", "2"),
         ]);
-        prepare_request(&mut request, &settings, "karolin", "rid", None, false).unwrap();
+        prepare_request(
+            &mut request,
+            &settings,
+            "karolin",
+            &request_id("rid"),
+            None,
+            false,
+        )
+        .unwrap();
         for name in ["connection", "keep-alive", "te", "x-foo"] {
             assert!(
                 request.headers.get(name).is_none(),
@@ -210,7 +240,15 @@ mod tests {
     fn connection_cannot_drop_identity() {
         let settings = GatewaySettings::default();
         let mut request = request(&[("Connection", "x-client-id")]);
-        prepare_request(&mut request, &settings, "karolin", "rid", None, false).unwrap();
+        prepare_request(
+            &mut request,
+            &settings,
+            "karolin",
+            &request_id("rid"),
+            None,
+            false,
+        )
+        .unwrap();
         assert_eq!(values(&request, "x-client-id"), ["karolin"]);
     }
 
@@ -218,12 +256,28 @@ mod tests {
     fn credentials_kept_or_hidden() {
         let mut settings = GatewaySettings::default();
         let mut kept = request(&[("x-api-key", "value")]);
-        prepare_request(&mut kept, &settings, "karolin", "rid", None, false).unwrap();
+        prepare_request(
+            &mut kept,
+            &settings,
+            "karolin",
+            &request_id("rid"),
+            None,
+            false,
+        )
+        .unwrap();
         assert_eq!(values(&kept, "x-api-key"), ["value"]);
 
         settings.hide_credentials = true;
         let mut hidden = request(&[("x-api-key", "value")]);
-        prepare_request(&mut hidden, &settings, "karolin", "rid", None, false).unwrap();
+        prepare_request(
+            &mut hidden,
+            &settings,
+            "karolin",
+            &request_id("rid"),
+            None,
+            false,
+        )
+        .unwrap();
         assert!(hidden.headers.get("x-api-key").is_none());
     }
 
@@ -238,7 +292,7 @@ mod tests {
             &mut request,
             &settings,
             "karolin",
-            "rid-1",
+            &request_id("rid-1"),
             Some("127.0.0.1".parse().unwrap()),
             false,
         )
@@ -255,7 +309,15 @@ mod tests {
     fn forwarded_proto_https_over_tls() {
         let settings = GatewaySettings::default();
         let mut request = request(&[("X-Forwarded-Proto", "http")]);
-        prepare_request(&mut request, &settings, "karolin", "rid", None, true).unwrap();
+        prepare_request(
+            &mut request,
+            &settings,
+            "karolin",
+            &request_id("rid"),
+            None,
+            true,
+        )
+        .unwrap();
         assert_eq!(values(&request, "x-forwarded-proto"), ["https"]);
     }
 
@@ -269,7 +331,7 @@ mod tests {
         response.append_header("x-secret", "1").unwrap();
         response.append_header("Keep-Alive", "timeout=5").unwrap();
         response.append_header("Content-Length", "2").unwrap();
-        prepare_response(&mut response, &settings, "rid").unwrap();
+        prepare_response(&mut response, &settings, &request_id("rid")).unwrap();
         assert!(response.headers.get("x-secret").is_none());
         assert!(response.headers.get("keep-alive").is_none());
         assert_eq!(response.headers.get("content-length").unwrap(), "2");

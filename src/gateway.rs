@@ -9,13 +9,14 @@ use downstream::{client_tls, head_size, peer_ip};
 pub use local::log_rejection;
 use local::AdminRoute;
 
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::protocols::Digest;
@@ -48,6 +49,34 @@ pub struct RequestIds {
     counter: AtomicU64,
 }
 
+/// One request's id, held as a header value so that the request to the
+/// backend, the response and the log lines share one copy.
+#[derive(Clone, Debug)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only printable ASCII is ever stored, which to_str accepts.
+        self.0.to_str().unwrap_or("-")
+    }
+
+    pub fn header_value(&self) -> HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId(HeaderValue::from_static(""))
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
 impl RequestIds {
     pub fn new() -> Self {
         let mut seed = [0u8; 8];
@@ -60,26 +89,30 @@ impl RequestIds {
 
     /// Keeps `sent`, the one request id the client sent, when it is
     /// printable ASCII of sane length; otherwise makes a new one.
-    pub fn for_request(&self, sent: Option<&str>) -> String {
+    pub fn for_request(&self, sent: Option<&[u8]>) -> RequestId {
         if let Some(sent) = sent {
-            let bytes = sent.as_bytes();
-            if !bytes.is_empty()
-                && bytes.len() <= MAX_REQUEST_ID_BYTES
-                && bytes.iter().all(|b| b.is_ascii_graphic())
+            if !sent.is_empty()
+                && sent.len() <= MAX_REQUEST_ID_BYTES
+                && sent.iter().all(u8::is_ascii_graphic)
             {
-                return sent.to_owned();
+                if let Ok(value) = HeaderValue::from_bytes(sent) {
+                    return RequestId(value);
+                }
             }
         }
         let count = self.counter.fetch_add(1, Ordering::Relaxed);
         // Hex of the prefix and the count, 16 digits each, without the formatting machinery.
         let mut digits = [0u8; 32];
         let (prefix, counter) = digits.split_at_mut(16);
-        if hex::encode_to_slice(self.prefix.to_be_bytes(), prefix).is_err()
-            || hex::encode_to_slice(count.to_be_bytes(), counter).is_err()
+        let encoded = hex::encode_to_slice(self.prefix.to_be_bytes(), prefix)
+            .and_then(|()| hex::encode_to_slice(count.to_be_bytes(), counter));
+        match encoded
+            .ok()
+            .and_then(|()| HeaderValue::from_bytes(&digits).ok())
         {
-            return format!("{:016x}{count:016x}", self.prefix);
+            Some(value) => RequestId(value),
+            None => RequestId(HeaderValue::from_static("-")),
         }
-        String::from_utf8_lossy(&digits).into_owned()
     }
 }
 
@@ -94,7 +127,7 @@ pub struct RequestCtx {
     started: Instant,
     snapshot: Option<Arc<Snapshot>>,
     route: RouteLabel,
-    request_id: String,
+    request_id: RequestId,
     client_id: Option<Arc<str>>,
     deny_reason: Option<DenyReason>,
     /// The status of a response keygate wrote itself.
@@ -116,13 +149,13 @@ impl Gateway {
     }
 
     /// Keeps a sane client-sent request id, or makes a new one.
-    fn request_id(&self, header: &RequestHeader, snapshot: &Snapshot) -> String {
+    fn request_id(&self, header: &RequestHeader, snapshot: &Snapshot) -> RequestId {
         let mut sent = header
             .headers
             .get_all(&snapshot.settings.request_id_header.0)
             .iter();
         let only = match (sent.next(), sent.next()) {
-            (Some(value), None) => value.to_str().ok(),
+            (Some(value), None) => Some(value.as_bytes()),
             _ => None,
         };
         self.request_ids.for_request(only)
@@ -138,7 +171,7 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             snapshot: None,
             route: RouteLabel::Other,
-            request_id: String::new(),
+            request_id: RequestId::default(),
             client_id: None,
             deny_reason: None,
             local_status: None,
@@ -362,7 +395,14 @@ impl ProxyHttp for Gateway {
         if let Some(kind) = kind {
             METRICS.count_upstream_error(kind);
             let backend = ctx.backend.as_ref().map_or("-", |backend| &*backend.label);
-            log_backend_failure(kind, backend, status, sent_status, error, &ctx.request_id);
+            log_backend_failure(
+                kind,
+                backend,
+                status,
+                sent_status,
+                error,
+                ctx.request_id.as_str(),
+            );
         } else if status >= 500 {
             warn!(status, error = %error, request_id = %ctx.request_id, "request failed");
         }

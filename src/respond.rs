@@ -19,6 +19,7 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use crate::config::GatewaySettings;
+use crate::gateway::RequestId;
 
 /// A response keygate makes itself.
 pub struct LocalResponse {
@@ -77,7 +78,7 @@ pub static FORBIDDEN_BODY: &str =
 pub async fn send(
     session: &mut Session,
     settings: &GatewaySettings,
-    request_id: &str,
+    request_id: &RequestId,
     response: LocalResponse,
 ) -> Result<()> {
     let framing = settle_body(session, settings).await;
@@ -88,7 +89,10 @@ pub async fn send(
     let mut header = ResponseHeader::build(response.status, Some(4 + response.headers.len()))?;
     header.insert_header(CONTENT_TYPE, response.content_type)?;
     header.insert_header(CONTENT_LENGTH, response.body.len())?;
-    header.insert_header(settings.request_id_header.0.clone(), request_id)?;
+    header.insert_header(
+        settings.request_id_header.wire_name(),
+        request_id.header_value(),
+    )?;
     for (name, value) in response.headers {
         header.append_header(name, value)?;
     }

@@ -172,8 +172,8 @@ impl Default for GatewaySettings {
             rate_limit: None,
             forward_refresh: true,
             hide_credentials: false,
-            client_id_header: ForwardedHeader(http::HeaderName::from_static("x-client-id")),
-            request_id_header: ForwardedHeader(http::HeaderName::from_static("x-request-id")),
+            client_id_header: ForwardedHeader::new(http::HeaderName::from_static("x-client-id")),
+            request_id_header: ForwardedHeader::new(http::HeaderName::from_static("x-request-id")),
             admin_allow_from: vec![
                 AdminNet(ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1]))),
                 AdminNet(ipnet::IpNet::from(std::net::IpAddr::from(

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
+use bytes::Bytes;
 use http::HeaderName;
 use ipnet::IpNet;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -186,9 +187,10 @@ deserialize_from_str!(
     "an address or CIDR block such as \"127.0.0.1/32\""
 );
 
-/// A header name that keygate sets on forwarded requests.
+/// A header name that keygate sets on forwarded requests, with its
+/// lower-case bytes for the wire, so that setting the header copies nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForwardedHeader(pub HeaderName);
+pub struct ForwardedHeader(pub HeaderName, Bytes);
 
 impl ForwardedHeader {
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -204,7 +206,17 @@ impl ForwardedHeader {
                 "header name {text:?} is not allowed here: it is the key header, a hop-by-hop header or a framing header"
             ));
         }
-        Ok(ForwardedHeader(name))
+        Ok(ForwardedHeader::new(name))
+    }
+
+    pub fn new(name: HeaderName) -> Self {
+        let wire = Bytes::copy_from_slice(name.as_str().as_bytes());
+        ForwardedHeader(name, wire)
+    }
+
+    /// Returns the name as written on the wire, without copying it.
+    pub fn wire_name(&self) -> Bytes {
+        self.1.clone()
     }
 }
 

@@ -52,7 +52,7 @@ impl Gateway {
             || peer_ip(session),
             header.method.as_str(),
             header.uri.path(),
-            &ctx.request_id,
+            ctx.request_id.as_str(),
         );
         let response = LocalResponse {
             status: StatusCode::FORBIDDEN,
