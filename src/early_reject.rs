@@ -35,6 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::clients::DenyReason;
+use crate::fast_forward::Forwarder;
 use crate::gateway::{log_rejection, RequestIds};
 use crate::metrics::{RouteLabel, METRICS};
 use crate::reload::{Snapshot, SnapshotStore};
@@ -51,6 +52,7 @@ const READ_CHUNK: usize = 4096;
 /// hands everything else to `inner`.
 pub struct EarlyReject<A> {
     inner: Arc<A>,
+    forwarder: Forwarder,
     store: Arc<SnapshotStore>,
     request_ids: Arc<RequestIds>,
     /// Set once the inner app's cleanup has closed its idle connections, so
@@ -59,9 +61,15 @@ pub struct EarlyReject<A> {
 }
 
 impl<A> EarlyReject<A> {
-    pub fn new(inner: A, store: Arc<SnapshotStore>, request_ids: Arc<RequestIds>) -> Self {
+    pub fn new(
+        inner: A,
+        forwarder: Forwarder,
+        store: Arc<SnapshotStore>,
+        request_ids: Arc<RequestIds>,
+    ) -> Self {
         EarlyReject {
             inner: Arc::new(inner),
+            forwarder,
             store,
             request_ids,
             idle_closed: watch::Sender::new(false),
@@ -75,6 +83,8 @@ enum Outcome {
     Rejected,
     /// Rejected with 403, or the client left; the connection is closed.
     Close,
+    /// Passed, and of the usual shape: forwarded here, with the bytes read put back.
+    Forward,
     /// For the engine, with the bytes read so far put back.
     HandOver,
 }
@@ -99,6 +109,15 @@ where
             match self.serve_one(&mut tcp, &mut buffer, shutdown).await {
                 Outcome::Rejected => {}
                 Outcome::Close => return None,
+                Outcome::Forward => {
+                    tcp.rewind(&buffer);
+                    buffer.clear();
+                    let kept = self.forwarder.serve(tcp, shutdown).await?;
+                    tcp = kept.stream.into_any().downcast().ok()?;
+                    if let Some(read_ahead) = kept.read_ahead {
+                        buffer.extend_from_slice(&read_ahead);
+                    }
+                }
                 Outcome::HandOver => {
                     tcp.rewind(&buffer);
                     return self.inner.process_new(tcp, shutdown).await;
@@ -182,8 +201,10 @@ impl<A> EarlyReject<A> {
         // The snapshot in force once the head is read, as on the proxy path.
         let snapshot = self.store.current_owned();
         let settings = &snapshot.settings;
-        let Some(reason) = self.rejection(&request, buffer, &snapshot) else {
-            return Outcome::HandOver;
+        let reason = match self.decide(&request, buffer, &snapshot) {
+            Decision::Reject(reason) => reason,
+            Decision::Forward => return Outcome::Forward,
+            Decision::HandOver => return Outcome::HandOver,
         };
         let keep_alive = request.keep_alive && !*shutdown.borrow();
         let request_id = self
@@ -219,27 +240,36 @@ impl<A> EarlyReject<A> {
         Outcome::Rejected
     }
 
-    /// Returns the reason to reject `request` here, or `None` when the
-    /// engine must see it: anything unusual, or a key that passes.
-    fn rejection(
-        &self,
-        request: &Head,
-        buffer: &BytesMut,
-        snapshot: &Snapshot,
-    ) -> Option<DenyReason> {
+    /// Decides what happens to `request`: rejected here, forwarded here, or
+    /// handed to the engine (anything unusual).
+    fn decide(&self, request: &Head, buffer: &BytesMut, snapshot: &Snapshot) -> Decision {
         let limits = &snapshot.settings.limits;
+        let length = request.head_length + request.body_length;
         if request.head_length as u64 > limits.max_header_size.0
             || !request.plain
-            || request.body_length as u64 > limits.drain_body_max.0
-            || buffer.len() < request.head_length + request.body_length
+            || buffer.len() < length
         {
-            return None;
+            return Decision::HandOver;
         }
         if snapshot.routes.classify(&request.path) != Route::Proxy {
-            return None;
+            return Decision::HandOver;
         }
         let values = request.api_keys.iter().map(|range| &buffer[range.clone()]);
-        snapshot.clients.check(values).err()
+        match snapshot.clients.check(values) {
+            Err(_) if request.body_length as u64 > limits.drain_body_max.0 => Decision::HandOver,
+            Err(reason) => Decision::Reject(reason),
+            // A body over the limit gets 413 and a rate limit 429 from the engine.
+            // Bytes after the body are pipelined requests, which the engine serves in order.
+            Ok(client_id)
+                if request.http11
+                    && buffer.len() == length
+                    && request.body_length as u64 <= limits.max_body_size.0
+                    && !snapshot.rate_limits.limits(client_id) =>
+            {
+                Decision::Forward
+            }
+            Ok(_) => Decision::HandOver,
+        }
     }
 }
 
@@ -363,9 +393,17 @@ struct Head {
     request_id: Option<String>,
     keep_alive: bool,
     is_head: bool,
+    http11: bool,
     /// No field that changes framing or the connection, and nothing the
     /// engine would reject differently.
     plain: bool,
+}
+
+/// What happens to a request read here.
+enum Decision {
+    Reject(DenyReason),
+    Forward,
+    HandOver,
 }
 
 enum Parsed {
@@ -462,6 +500,7 @@ impl Head {
             request_id,
             keep_alive,
             is_head: method == "HEAD",
+            http11: version == 1,
             plain,
         })
     }

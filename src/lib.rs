@@ -19,6 +19,7 @@ pub mod config;
 pub mod connections;
 pub mod early_reject;
 pub mod failure;
+pub mod fast_forward;
 pub mod fd_limit;
 pub mod forward;
 pub mod gateway;

@@ -52,6 +52,11 @@ impl RateLimits {
         }
     }
 
+    /// Returns whether requests of `client_id` are counted against a limit.
+    pub fn limits(&self, client_id: &str) -> bool {
+        self.limiters.contains_key(client_id)
+    }
+
     /// Takes over the buckets of `previous` for clients whose limit is unchanged.
     pub fn keep_state_from(&mut self, previous: &RateLimits) {
         for (client_id, limiter) in &mut self.limiters {

@@ -66,6 +66,18 @@ impl LocalResponse {
     }
 }
 
+impl LocalResponse {
+    /// Builds the 403 for a rejected key, the same for every reason.
+    pub fn forbidden() -> Self {
+        LocalResponse {
+            status: StatusCode::FORBIDDEN,
+            content_type: "application/json",
+            body: Bytes::from_static(FORBIDDEN_BODY.as_bytes()),
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// The one 403 body, the same for every failure reason.
 pub static FORBIDDEN_BODY: &str =
     "{\"status\":403,\"error\":\"Forbidden\",\"message\":\"Access denied\"}\n";
@@ -86,16 +98,7 @@ pub async fn send(
         session.set_keepalive(None);
     }
 
-    let mut header = ResponseHeader::build(response.status, Some(4 + response.headers.len()))?;
-    header.insert_header(CONTENT_TYPE, response.content_type)?;
-    header.insert_header(CONTENT_LENGTH, response.body.len())?;
-    header.insert_header(
-        settings.request_id_header.wire_name(),
-        request_id.header_value(),
-    )?;
-    for (name, value) in response.headers {
-        header.append_header(name, value)?;
-    }
+    let header = response_header(settings, request_id, &response)?;
     // A HEAD response carries the length of the body it leaves out.
     if session.req_header().method == http::Method::HEAD {
         session
@@ -116,6 +119,29 @@ pub async fn send(
         linger(session, settings.limits.drain_time.0).await;
     }
     Ok(())
+}
+
+/// Builds the head of a local response: its type, length, request id and own headers.
+///
+/// # Errors
+///
+/// A header value of the response is not a valid header value.
+pub fn response_header(
+    settings: &GatewaySettings,
+    request_id: &RequestId,
+    response: &LocalResponse,
+) -> Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(response.status, Some(4 + response.headers.len()))?;
+    header.insert_header(CONTENT_TYPE, response.content_type)?;
+    header.insert_header(CONTENT_LENGTH, response.body.len())?;
+    header.insert_header(
+        settings.request_id_header.wire_name(),
+        request_id.header_value(),
+    )?;
+    for (name, value) in &response.headers {
+        header.append_header(name.clone(), value.as_str())?;
+    }
+    Ok(header)
 }
 
 /// The state of the request body before a local response.

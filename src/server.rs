@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
+use pingora::connectors::ConnectorOptions;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
@@ -23,6 +24,7 @@ use tracing::info;
 use crate::config::GatewaySettings;
 use crate::connections::app::CappedApp;
 use crate::early_reject::EarlyReject;
+use crate::fast_forward::Forwarder;
 use crate::gateway::{Gateway, RequestIds};
 use crate::handover::{self, InheritedSockets};
 use crate::health::HealthCheckService;
@@ -73,6 +75,12 @@ pub fn run(
     let store = Arc::new(SnapshotStore::new(config_path, snapshot));
     let request_ids = Arc::new(RequestIds::new());
 
+    let forwarder = Forwarder::new(
+        Arc::clone(&store),
+        Arc::clone(&request_ids),
+        ConnectorOptions::from_server_conf(&server.configuration),
+        server.configuration.max_retries,
+    );
     let mut engine = HttpProxy::new(
         Gateway::new(Arc::clone(&store), Arc::clone(&request_ids)),
         Arc::clone(&server.configuration),
@@ -91,6 +99,7 @@ pub fn run(
         CappedApp::new(
             EarlyReject::new(
                 DrainingProxy::new(engine, Duration::from_secs(IDLE_CLOSE_SECONDS)),
+                forwarder,
                 Arc::clone(&store),
                 request_ids,
             ),

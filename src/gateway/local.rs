@@ -4,7 +4,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Method, StatusCode};
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
@@ -18,7 +17,7 @@ use crate::clients::DenyReason;
 use crate::logging::AUTH_FAILURE_LOG;
 use crate::metrics::{RouteLabel, METRICS};
 use crate::reload::Snapshot;
-use crate::respond::{self, LocalResponse, FORBIDDEN_BODY};
+use crate::respond::{self, LocalResponse};
 
 /// The header that carries `base64(clientId:key)`.
 static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
@@ -54,13 +53,8 @@ impl Gateway {
             header.uri.path(),
             ctx.request_id.as_str(),
         );
-        let response = LocalResponse {
-            status: StatusCode::FORBIDDEN,
-            content_type: "application/json",
-            body: Bytes::from_static(FORBIDDEN_BODY.as_bytes()),
-            headers: Vec::new(),
-        };
-        self.respond(session, ctx, snapshot, response).await
+        self.respond(session, ctx, snapshot, LocalResponse::forbidden())
+            .await
     }
 }
 

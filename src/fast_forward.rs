@@ -1,0 +1,516 @@
+//! Forwards plain HTTP/1 requests whose key passed on pingora-core's HTTP
+//! sessions and connection pool, without pingora's proxy framework.
+//!
+//! pingora's proxy framework costs about a fifth of its CPU per request on
+//! top of the HTTP sessions it drives: per-request contexts and modules, a
+//! copy of the request and response heads, and the tasks that carry the
+//! body between the two sides. The early path in `early_reject` has read
+//! the whole request already. When it is a push of the usual shape (HTTP/1.1,
+//! a proxied route, a `Content-Length` body that is all here, no rate limit
+//! for the client) keygate forwards it here. pingora's HTTP/1 session parses
+//! the head again. The key is checked again on that parse, which is the one
+//! forwarded.
+//!
+//! The request to the backend and the response to the client get the same
+//! edits, errors, retries, counts and log lines as on the proxy path in
+//! `gateway`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::header::HeaderValue;
+use http::{StatusCode, Version};
+use pingora::connectors::http::v1::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::http::v1::client::HttpSession as BackendSession;
+use pingora::protocols::http::{HttpTask, ServerSession};
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::ErrorSource;
+use smallvec::SmallVec;
+use tracing::{info, warn};
+
+use crate::failure::{classify_failure, failure_message, log_backend_failure};
+use crate::forward;
+use crate::gateway::{log_rejection, RequestId, RequestIds};
+use crate::metrics::{RouteLabel, METRICS};
+use crate::reload::{Snapshot, SnapshotStore};
+use crate::respond::{self, LocalResponse};
+use crate::routes::Route;
+use crate::upstream::BackendInfo;
+
+/// The header that carries `base64(clientId:key)`.
+static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
+/// Seconds an idle kept-alive connection stays open before the first
+/// request's settings apply, as pingora sets it.
+const FIRST_KEEPALIVE_SECONDS: u64 = 60;
+
+/// The forwarding side of the gateway for requests of the usual shape.
+pub struct Forwarder {
+    store: Arc<SnapshotStore>,
+    request_ids: Arc<RequestIds>,
+    backends: Connector,
+    /// Attempts per request, as pingora's `max_retries`.
+    max_attempts: usize,
+}
+
+/// A connection kept open after a request, with bytes read past its end.
+pub struct KeptOpen {
+    pub stream: Stream,
+    pub read_ahead: Option<BytesMut>,
+}
+
+/// The request being forwarded, with what its log line and counts need.
+struct Forwarding {
+    started: Instant,
+    snapshot: Arc<Snapshot>,
+    request_id: RequestId,
+    client_id: Arc<str>,
+    backend: Option<Arc<BackendInfo>>,
+    retry_backend: Option<Arc<BackendInfo>>,
+    connect_retried: bool,
+    no_backend: bool,
+    /// The status of the response head sent to the client, if any.
+    sent_status: Option<StatusCode>,
+}
+
+impl Forwarder {
+    pub fn new(
+        store: Arc<SnapshotStore>,
+        request_ids: Arc<RequestIds>,
+        options: ConnectorOptions,
+        max_attempts: usize,
+    ) -> Self {
+        Forwarder {
+            store,
+            request_ids,
+            backends: Connector::new(Some(options)),
+            max_attempts: max_attempts.max(1),
+        }
+    }
+
+    /// Serves the one request at the start of `stream`, whose head and
+    /// body the early path has read and put back. Returns the connection
+    /// when it stays open for the next request.
+    pub async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<KeptOpen> {
+        let started = Instant::now();
+        let mut client = ServerSession::new_http1(stream);
+        // As pingora's HTTP server sets it before each request it reads.
+        if *shutdown.borrow() {
+            client.set_keepalive(None);
+        } else {
+            client.set_keepalive(Some(FIRST_KEEPALIVE_SECONDS));
+        }
+        match client.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(error) => {
+                // pingora's parser is stricter than the early one here; answer as its proxy does.
+                if matches!(error.etype(), InvalidHTTPHeader) {
+                    let _ = client.respond_error(400).await;
+                }
+                return None;
+            }
+        }
+
+        // Reading the head turns keep-alive back on when the request asks for it.
+        if *shutdown.borrow() {
+            client.set_keepalive(None);
+        }
+        let snapshot = self.store.current_owned();
+        let settings = &snapshot.settings;
+        client.set_read_timeout(Some(settings.timeouts.client_read.0));
+        if client.get_keepalive().is_some() {
+            client.set_keepalive(Some(settings.timeouts.client_read.0.as_secs().max(1)));
+        }
+        let header = client.req_header();
+        let request_id = self.request_id(header, &snapshot);
+        if snapshot.routes.classify(header.uri.path()) != Route::Proxy {
+            // The early path saw a proxied route in the same bytes.
+            warn!(request_id = %request_id, "request head read differently on the second parse; closing the connection");
+            return None;
+        }
+        let keys = header.headers.get_all(&X_API_KEY);
+        let client_id = match snapshot
+            .clients
+            .check(keys.iter().map(HeaderValue::as_bytes))
+        {
+            Ok(client_id) => Arc::clone(client_id),
+            Err(reason) => {
+                // The key expired or the configuration changed since the early check.
+                METRICS.count_auth_failure(reason);
+                log_rejection(
+                    reason,
+                    || peer_ip(&client),
+                    header.method.as_str(),
+                    header.uri.path(),
+                    request_id.as_str(),
+                );
+                let response = LocalResponse::forbidden();
+                let sent = send_local(&mut client, &snapshot, &request_id, response).await;
+                let status = StatusCode::FORBIDDEN;
+                METRICS.observe_request(RouteLabel::Proxy, status, started.elapsed().as_secs_f64());
+                return if sent { keep_open(client).await } else { None };
+            }
+        };
+
+        let mut request = Forwarding {
+            started,
+            snapshot,
+            request_id,
+            client_id,
+            backend: None,
+            retry_backend: None,
+            connect_retried: false,
+            no_backend: false,
+            sent_status: None,
+        };
+        let result = self.forward(&mut client, &mut request).await;
+        let status = match &result {
+            Ok(()) => request.sent_status.unwrap_or(StatusCode::OK),
+            Err(error) => self.fail(&mut client, &mut request, error).await,
+        };
+        request.log(&client, status);
+        match result {
+            Ok(()) => keep_open(client).await,
+            Err(_) => None,
+        }
+    }
+
+    /// Keeps a sane client-sent request id, or makes a new one.
+    fn request_id(&self, header: &RequestHeader, snapshot: &Snapshot) -> RequestId {
+        let mut sent = header
+            .headers
+            .get_all(&snapshot.settings.request_id_header.0)
+            .iter();
+        let only = match (sent.next(), sent.next()) {
+            (Some(value), None) => Some(value.as_bytes()),
+            _ => None,
+        };
+        self.request_ids.for_request(only)
+    }
+
+    /// Sends the request to a backend and its response to the client,
+    /// trying again where the proxy path would.
+    async fn forward(&self, client: &mut ServerSession, request: &mut Forwarding) -> Result<()> {
+        let settings = &request.snapshot.settings;
+        let mut upstream = Box::new(client.req_header().clone());
+        upstream.set_version(Version::HTTP_11);
+        forward::prepare_request(
+            &mut upstream,
+            settings,
+            &request.client_id,
+            &request.request_id,
+            peer_ip(client),
+            false,
+        )
+        .map_err(|error| error.into_in())?;
+        let idempotent = upstream.method.is_idempotent();
+        let mut upstream = Some(upstream);
+
+        let mut body: SmallVec<[Bytes; 1]> = SmallVec::new();
+        while let Some(chunk) = client
+            .read_request_body()
+            .await
+            .map_err(|error| error.into_down())?
+        {
+            body.push(chunk);
+        }
+
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let backend = self.pick_backend(request)?;
+            let peer = &backend.peer;
+            let (mut session, reused) = match self.backends.get_http_session(peer).await {
+                Ok(connected) => connected,
+                Err(error) => {
+                    let error = request.connect_failed(error.into_up());
+                    if error.retry() && attempts < self.max_attempts {
+                        continue;
+                    }
+                    return Err(error);
+                }
+            };
+            session.read_timeout = peer.options.read_timeout;
+            session.write_timeout = peer.options.write_timeout;
+            backend.requests.inc();
+
+            // The head goes to the backend by value, so a request that may be sent again keeps a copy.
+            let head = if idempotent && reused && attempts < self.max_attempts {
+                upstream.clone()
+            } else {
+                upstream.take()
+            };
+            let Some(head) = head else {
+                return Error::e_explain(InternalError, "no request head left to send");
+            };
+            match self
+                .exchange(client, &mut session, head, &body, request)
+                .await
+            {
+                Ok(()) => {
+                    let idle = peer.options.idle_timeout;
+                    self.backends
+                        .release_http_session(session, peer, idle)
+                        .await;
+                    return Ok(());
+                }
+                Err(mut error) => {
+                    // As pingora's default: a request that failed on a pooled
+                    // connection before any response is sent again when it is idempotent.
+                    if upstream.is_some() && request.sent_status.is_none() {
+                        error.retry.decide_reuse(reused);
+                        if error.retry() {
+                            warn!(error = %error, request_id = %request.request_id, "request failed on a pooled backend connection; retrying");
+                            continue;
+                        }
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Picks the backend: the retry choice after a failed connect, else the
+    /// next healthy one. With no healthy backend the request fails with 502.
+    fn pick_backend(&self, request: &mut Forwarding) -> Result<Arc<BackendInfo>> {
+        let chosen = request
+            .retry_backend
+            .take()
+            .or_else(|| request.snapshot.balancer.select());
+        let Some(backend) = chosen else {
+            request.no_backend = true;
+            return Error::e_explain(HTTPStatus(502), "no backend is healthy");
+        };
+        request.backend = Some(Arc::clone(&backend));
+        Ok(backend)
+    }
+
+    /// Writes the request to the backend and copies its response to the client.
+    async fn exchange(
+        &self,
+        client: &mut ServerSession,
+        backend: &mut BackendSession,
+        head: Box<RequestHeader>,
+        body: &[Bytes],
+        request: &mut Forwarding,
+    ) -> Result<()> {
+        let upstream = |error: Box<Error>| error.into_up();
+        backend.write_request_header(head).await.map_err(upstream)?;
+        for chunk in body {
+            backend.write_body(chunk).await.map_err(upstream)?;
+        }
+        backend.finish_body().await.map_err(upstream)?;
+
+        let settings = &request.snapshot.settings;
+        let is_head = client.req_header().method == http::Method::HEAD;
+        loop {
+            match backend.read_response_task().await.map_err(upstream)? {
+                HttpTask::Header(mut response, end) => {
+                    if response.status == StatusCode::SWITCHING_PROTOCOLS {
+                        // The request asked for no upgrade.
+                        return Error::e_explain(
+                            InvalidHTTPHeader,
+                            "101 response to a request without Upgrade",
+                        )
+                        .map_err(upstream);
+                    }
+                    let informational = response.status.is_informational();
+                    if !informational && !end && delimited_by_close(&response, is_head) {
+                        // As pingora's proxy: the body goes to the client chunked, so
+                        // the client connection can stay open.
+                        response.set_version(Version::HTTP_11);
+                        response
+                            .insert_header(http::header::TRANSFER_ENCODING, "chunked")
+                            .map_err(|error| error.into_in())?;
+                    }
+                    forward::prepare_response(&mut response, settings, &request.request_id)
+                        .map_err(|error| error.into_in())?;
+                    if !informational {
+                        request.sent_status = Some(response.status);
+                    }
+                    client
+                        .write_response_header(response)
+                        .await
+                        .map_err(|error| error.into_down())?;
+                    if end && !informational {
+                        break;
+                    }
+                }
+                HttpTask::Body(Some(bytes), end) => {
+                    client
+                        .write_response_body(bytes, end)
+                        .await
+                        .map_err(|error| error.into_down())?;
+                    if end {
+                        break;
+                    }
+                }
+                HttpTask::Body(None, true) | HttpTask::Done => break,
+                HttpTask::Body(None, false) | HttpTask::Trailer(_) => {}
+                HttpTask::Failed(error) => return Err(error.into_up()),
+                HttpTask::UpgradedBody(..) => {
+                    return Error::e_explain(InvalidHTTPHeader, "upgraded body from the backend")
+                        .map_err(upstream);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps a failure to its status as the proxy path does, counts and logs
+    /// it, and sends the error response when no response head was sent yet.
+    /// Returns the status to record.
+    async fn fail(
+        &self,
+        client: &mut ServerSession,
+        request: &mut Forwarding,
+        error: &Error,
+    ) -> StatusCode {
+        let (status, kind) = classify_failure(error);
+        let sent = request.sent_status.map(|status| status.as_u16());
+        if let Some(kind) = kind {
+            METRICS.count_upstream_error(kind);
+            let backend = request
+                .backend
+                .as_ref()
+                .map_or("-", |backend| &*backend.label);
+            let request_id = request.request_id.as_str();
+            log_backend_failure(kind, backend, status, sent, error, request_id);
+        } else if status >= 500 {
+            warn!(status, error = %error, request_id = %request.request_id, "request failed");
+        }
+        if let Some(sent) = request.sent_status {
+            return sent;
+        }
+        let Ok(code) = StatusCode::from_u16(status) else {
+            return status_without_response(error);
+        };
+        client.set_keepalive(None);
+        let message = failure_message(code, request.no_backend);
+        let response = LocalResponse::error(code, message);
+        let snapshot = Arc::clone(&request.snapshot);
+        if !send_local(client, &snapshot, &request.request_id, response).await {
+            info!(request_id = %request.request_id, "failed to send the error response to the client");
+        }
+        code
+    }
+}
+
+impl Forwarding {
+    /// Marks a failed connect for one retry on another healthy backend, as
+    /// the proxy path's `fail_to_connect` does.
+    fn connect_failed(&mut self, mut error: Box<Error>) -> Box<Error> {
+        if self.connect_retried {
+            return error;
+        }
+        let Some(failed) = &self.backend else {
+            return error;
+        };
+        let Some(next) = self.snapshot.balancer.select_other(failed.addr) else {
+            return error;
+        };
+        let (_, kind) = classify_failure(&error);
+        if let Some(kind) = kind {
+            METRICS.count_upstream_error(kind);
+        }
+        warn!(backend = %failed.label, retry_backend = %next.label, error = %error, request_id = %self.request_id, "connecting to the backend failed; retrying on another backend");
+        self.connect_retried = true;
+        self.retry_backend = Some(next);
+        error.set_retry(true);
+        error
+    }
+
+    /// Records the request in the metrics and the access log, as the proxy path's `logging` does.
+    fn log(&self, client: &ServerSession, status: StatusCode) {
+        let elapsed = self.started.elapsed();
+        METRICS.observe_request(RouteLabel::Proxy, status, elapsed.as_secs_f64());
+        let settings = &self.snapshot.settings;
+        if settings.metrics.per_client {
+            METRICS.count_client_request(&self.client_id);
+        }
+        if settings.log.access {
+            let header = client.req_header();
+            info!(
+                target: "keygate::access",
+                method = %header.method,
+                path = header.uri.path(),
+                status = status.as_u16(),
+                client_id = &*self.client_id,
+                request_id = %self.request_id,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+            );
+        }
+    }
+}
+
+/// Ends the request and returns the connection when it can take another.
+async fn keep_open(client: ServerSession) -> Option<KeptOpen> {
+    let reusable = client.finish().await.ok()??;
+    let (stream, read_ahead) = reusable.into_parts();
+    Some(KeptOpen { stream, read_ahead })
+}
+
+/// Sends a local response; returns whether it was written.
+async fn send_local(
+    client: &mut ServerSession,
+    snapshot: &Snapshot,
+    request_id: &RequestId,
+    response: LocalResponse,
+) -> bool {
+    let Ok(header) = respond::response_header(&snapshot.settings, request_id, &response) else {
+        return false;
+    };
+    let is_head = client.req_header().method == http::Method::HEAD;
+    if client
+        .write_response_header(Box::new(header))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    if !is_head
+        && client
+            .write_response_body(response.body, true)
+            .await
+            .is_err()
+    {
+        return false;
+    }
+    client.finish_body().await.is_ok()
+}
+
+/// Returns whether the body of `response` ends only when the backend closes the connection.
+fn delimited_by_close(response: &ResponseHeader, is_head: bool) -> bool {
+    let status = response.status.as_u16();
+    !is_head
+        && status != 204
+        && status != 304
+        && !response
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
+        && !response.headers.contains_key(http::header::CONTENT_LENGTH)
+}
+
+/// Returns the client's IP address, with IPv4-mapped IPv6 addresses read as IPv4.
+fn peer_ip(client: &ServerSession) -> Option<IpAddr> {
+    client
+        .client_addr()
+        .and_then(|addr| addr.as_inet())
+        .map(|addr| addr.ip().to_canonical())
+}
+
+/// Picks the status to record for a request that got no response, as the proxy path does.
+fn status_without_response(error: &Error) -> StatusCode {
+    if *error.esource() == ErrorSource::Downstream {
+        StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
