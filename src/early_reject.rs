@@ -1,22 +1,26 @@
-//! Rejects bad keys on plain HTTP/1 connections before the proxy engine
-//! builds its per-request state.
+//! Reads request heads on plain HTTP/1 connections before the proxy engine
+//! builds its per-request state: rejects bad keys here, and passes pushes
+//! of the usual shape to `fast_forward`.
 //!
 //! pingora's proxy path costs several times nginx's per rejected request:
 //! it sets up a proxy session, response modules and a response header map
 //! for every request. A gateway in front of a push service gets many
 //! requests with bad keys: retrying clients with a revoked key, scanners.
-//! So keygate reads each request head on a new plain HTTP/1 connection
-//! itself. It responds to the ones its key check rejects with the same 403
-//! bytes, counts and log line as the proxy path.
+//! So keygate reads each request head on a plain HTTP/1 connection itself.
+//! It responds to the ones its key check rejects with the same 403 bytes,
+//! counts and log line as the proxy path.
 //!
 //! Only the clearest cases are handled here: a complete head within
 //! `maxHeaderSize`, `Host` present on HTTP/1.1, a proxied route, no
 //! `Transfer-Encoding`, `Expect` or `Upgrade`, and the whole declared body
-//! (up to `drainBodyMax`) already read. Everything else, and every request
-//! whose key passes, goes to the proxy engine with the bytes read so far
+//! (up to `drainBodyMax`) already read. A request whose key passes goes to
+//! `fast_forward` when it is HTTP/1.1, its body is within `maxBodySize`,
+//! nothing after it was read, and its client has no rate limit. That path
+//! parses the head with pingora and checks the key again before it
+//! forwards anything, and the connection comes back here afterwards.
+//! Everything else goes to the proxy engine with the bytes read so far
 //! put back, and the connection stays with the engine from then on. The
-//! engine checks every request again, so this path can only reject, never
-//! admit.
+//! engine checks every request again.
 
 use std::io;
 use std::sync::Arc;
@@ -83,7 +87,7 @@ enum Outcome {
     Rejected,
     /// Rejected with 403, or the client left; the connection is closed.
     Close,
-    /// Passed, and of the usual shape: forwarded here, with the bytes read put back.
+    /// Passed, and of the usual shape: forwarded by `fast_forward`, with the bytes read put back.
     Forward,
     /// For the engine, with the bytes read so far put back.
     HandOver,
@@ -112,9 +116,9 @@ where
                 Outcome::Forward => {
                     tcp.rewind(&buffer);
                     buffer.clear();
-                    let kept = self.forwarder.serve(tcp, shutdown).await?;
-                    tcp = kept.stream.into_any().downcast().ok()?;
-                    if let Some(read_ahead) = kept.read_ahead {
+                    let open = self.forwarder.serve(tcp, shutdown).await?;
+                    tcp = open.stream.into_any().downcast().ok()?;
+                    if let Some(read_ahead) = open.read_ahead {
                         buffer.extend_from_slice(&read_ahead);
                     }
                 }
@@ -399,7 +403,7 @@ struct Head {
     plain: bool,
 }
 
-/// What happens to a request read here.
+/// The outcome chosen for a request read here.
 enum Decision {
     Reject(DenyReason),
     Forward,

@@ -32,7 +32,7 @@ struct Received {
     bytes: Vec<u8>,
 }
 
-/// A backend that records the exact bytes of each request and answers
+/// A backend that records the exact bytes of each request and responds to
 /// each with the same canned response.
 struct RecordingBackend {
     addr: SocketAddr,
@@ -40,7 +40,7 @@ struct RecordingBackend {
 }
 
 impl RecordingBackend {
-    /// Answers every request with `response`. With `close_after`, the
+    /// Responds to every request with `response`. With `close_after`, the
     /// connection closes after each response, which ends a body sent
     /// without a length.
     fn start(response: &'static [u8], close_after: bool) -> RecordingBackend {
@@ -185,7 +185,7 @@ const CASES: [Case; 7] = [
 ];
 
 /// Reads the responses to one request: any informational ones, then the
-/// final one. `Date` is left out, since the two paths may answer in different seconds.
+/// final one. `Date` is left out, since the two paths may respond in different seconds.
 fn read(conn: &mut Conn, head_request: bool) -> Vec<Response> {
     let mut responses = Vec::new();
     loop {
