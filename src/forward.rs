@@ -16,12 +16,16 @@ use crate::config::GatewaySettings;
 use crate::gateway::RequestId;
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1, plus the older `Keep-Alive`
-/// and `Proxy-Connection`). `Transfer-Encoding` is hop-by-hop too, but the
+/// and `Proxy-Connection`, and `HTTP2-Settings`, which only an h2c upgrade
+/// of this connection uses, RFC 7540 section 3.2.1). pingora 0.9.1's proxy
+/// drops all of them before its own filters run, so both forwarding paths
+/// send the same request. `Transfer-Encoding` is hop-by-hop too, but the
 /// proxy engine owns message framing and rewrites it itself.
-static HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("http2-settings"),
     PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION,
     TE,
@@ -215,6 +219,7 @@ mod tests {
             ("Connection", "keep-alive, x-foo"),
             ("Keep-Alive", "timeout=5"),
             ("TE", "trailers"),
+            ("HTTP2-Settings", "AAMAAABkAAQAAP__"),
             ("x-foo", "1"),
             ("x-bar", "2"),
         ]);
@@ -227,7 +232,7 @@ mod tests {
             false,
         )
         .unwrap();
-        for name in ["connection", "keep-alive", "te", "x-foo"] {
+        for name in ["connection", "keep-alive", "te", "http2-settings", "x-foo"] {
             assert!(
                 request.headers.get(name).is_none(),
                 "{name} must be dropped"

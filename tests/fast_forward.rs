@@ -139,7 +139,7 @@ struct Case {
 
 const PUSH: &str = "POST /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway.test\r\nx-api-key: {key}\r\nX-Request-Id: rid-push\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{\"title\":\"hi\"}\n";
 
-const CASES: [Case; 7] = [
+const CASES: [Case; 8] = [
     Case {
         name: "push with a length",
         request: PUSH,
@@ -180,6 +180,12 @@ const CASES: [Case; 7] = [
         name: "forwarding headers replaced",
         request: "POST /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway.test\r\nx-api-key: {key}\r\nX-Request-Id: rid-spoof\r\nx_client_id: mallory\r\nX-Client-Id: mallory\r\nX-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\nKeep-Alive: timeout=9\r\nConnection: keep-alive\r\nTE: trailers\r\nContent-Length: 3\r\n\r\nabc",
         response: b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        close_after: false,
+    },
+    Case {
+        name: "h2c settings dropped",
+        request: "GET /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway.test\r\nx-api-key: {key}\r\nX-Request-Id: rid-h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        response: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
         close_after: false,
     },
 ];
