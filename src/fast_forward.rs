@@ -313,14 +313,7 @@ impl Forwarder {
         loop {
             match backend.read_response_task().await.map_err(upstream)? {
                 HttpTask::Header(mut response, end) => {
-                    if response.status == StatusCode::SWITCHING_PROTOCOLS {
-                        // The request had no Upgrade field.
-                        return Error::e_explain(
-                            InvalidHTTPHeader,
-                            "101 response to a request without Upgrade",
-                        )
-                        .map_err(upstream);
-                    }
+                    forward::reject_unrequested_switch(client.req_header(), &response)?;
                     let informational = response.status.is_informational();
                     if !informational && !end && delimited_by_close(&response, is_head) {
                         // As pingora's proxy: the body goes to the client chunked, so

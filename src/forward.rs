@@ -7,9 +7,9 @@ use http::header::{
     HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     UPGRADE,
 };
-use http::HeaderMap;
+use http::{HeaderMap, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::Result;
+use pingora::{Error, ErrorType, Result};
 use smallvec::SmallVec;
 
 use crate::config::GatewaySettings;
@@ -134,6 +134,26 @@ pub fn prepare_response(
             settings.request_id_header.wire_name(),
             request_id.header_value(),
         )?;
+    }
+    Ok(())
+}
+
+/// Rejects a `101 Switching Protocols` to a request without `Upgrade`. The
+/// backend may switch only to a protocol the request offered (RFC 9110
+/// section 15.2.2), so such a response means a broken backend, and the
+/// client gets 502.
+///
+/// # Errors
+///
+/// `InvalidHTTPHeader` from the upstream side for such a response.
+pub fn reject_unrequested_switch(request: &RequestHeader, response: &ResponseHeader) -> Result<()> {
+    if response.status == StatusCode::SWITCHING_PROTOCOLS && !request.headers.contains_key(UPGRADE)
+    {
+        return Error::e_explain(
+            ErrorType::InvalidHTTPHeader,
+            "101 response to a request without Upgrade",
+        )
+        .map_err(|error| error.into_up());
     }
     Ok(())
 }

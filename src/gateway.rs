@@ -365,6 +365,17 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// Rejects a `101` to a request that offered no upgrade, as keygate's
+    /// own forwarding path does. pingora 0.9.1 would pass it on and tunnel.
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        forward::reject_unrequested_switch(session.req_header(), response)
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,

@@ -319,3 +319,42 @@ fn backend_hop_headers_dropped() {
         "{forwarded}"
     );
 }
+
+#[test]
+fn unrequested_switch_is_bad_gateway() {
+    let backend = RecordingBackend::start(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nnot http",
+        false,
+    );
+    let config = ConfigBuilder::new(backend.addr)
+        .client(CLIENT_ID, KEY)
+        .build();
+    let gateway = Gateway::start(&config);
+    let request = format!(
+        "GET /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway.test\r\nx-api-key: {}\r\nX-Request-Id: rid-switch\r\n\r\n",
+        api_key(CLIENT_ID, KEY)
+    )
+    .into_bytes();
+
+    // Whole and alone: keygate's own path.
+    let mut alone = Conn::connect(gateway.addr());
+    alone.send(&request);
+    let direct = alone.read_response();
+
+    // Followed by a pipelined request: pingora's proxy.
+    let mut pipelined = Conn::connect(gateway.addr());
+    pipelined.send(&[request.as_slice(), request.as_slice()].concat());
+    let first = pipelined.read_response();
+
+    // The request asked for no upgrade, so the backend broke the protocol.
+    for (path, response) in [("own path", &direct), ("proxy path", &first)] {
+        assert_eq!(response.status, 502, "{path}: {:?}", response.text());
+        assert_eq!(response.header("connection"), Some("close"), "{path}");
+        assert_eq!(
+            response.header("x-request-id"),
+            Some("rid-switch"),
+            "{path}"
+        );
+    }
+    assert_eq!(direct.body, first.body);
+}
