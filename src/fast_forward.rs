@@ -118,6 +118,11 @@ impl Forwarder {
             }
         }
 
+        // A client may send its next request before this response (RFC 9112
+        // section 9.3.2). The session keeps those bytes for the next read,
+        // as on the proxy path, instead of failing the request.
+        client.set_pipelining_enabled(true);
+
         // Reading the head turns keep-alive back on when the request allows it.
         if *shutdown.borrow() {
             client.set_keepalive(None);
@@ -311,7 +316,14 @@ impl Forwarder {
         let settings = &request.snapshot.settings;
         let is_head = client.req_header().method == http::Method::HEAD;
         loop {
-            match backend.read_response_task().await.map_err(upstream)? {
+            // As on the proxy path, a client that leaves before the response
+            // is complete ends the request and the backend connection.
+            let task = tokio::select! {
+                biased;
+                task = backend.read_response_task() => task.map_err(upstream)?,
+                error = client_gone(client) => return Err(error),
+            };
+            match task {
                 HttpTask::Header(mut response, end) => {
                     forward::reject_unrequested_switch(client.req_header(), &response)?;
                     let informational = response.status.is_informational();
@@ -477,6 +489,18 @@ async fn send_local(
         return false;
     }
     client.finish_body().await.is_ok()
+}
+
+/// Waits until the client closes or breaks its connection, and returns that
+/// error. The request body is all read, so bytes that arrive meanwhile
+/// start a pipelined request. The session keeps them for the next read,
+/// and the wait goes on.
+async fn client_gone(client: &mut ServerSession) -> Box<Error> {
+    match client.read_body_or_idle(true).await {
+        Err(error) => error.into_down(),
+        // Once the body is read, the session returns only errors.
+        Ok(_) => std::future::pending().await,
+    }
 }
 
 /// Returns whether the body of `response` ends only when the backend closes the connection.

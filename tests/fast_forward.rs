@@ -8,13 +8,17 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use common::{api_key, ConfigBuilder, Conn, Gateway, Response};
 
 const CLIENT_ID: &str = "karolin";
 const KEY: &str = "5d0c2b8e9f6a4c1d8e7f0a3b2c4d6e8f5d0c2b8e9f6a4c1d8e7f0a3b2c4d6e8f";
+
+/// A client with a rate limit, whose requests always go to pingora's proxy.
+const LIMITED_ID: &str = "limited";
+const LIMITED_KEY: &str = "8e7f0a3b2c4d6e8f5d0c2b8e9f6a4c1d8e7f0a3b2c4d6e8f5d0c2b8e9f6a4c1d";
 
 /// Connections a [`RecordingBackend`] accepts before it stops.
 const MAX_BACKEND_CONNECTIONS: usize = 20;
@@ -357,4 +361,89 @@ fn unrequested_switch_is_bad_gateway() {
         );
     }
     assert_eq!(direct.body, first.body);
+}
+
+/// Time the backend of [`start_holding_backend`] waits for the gateway to
+/// close the connection.
+const HOLD_LIMIT: Duration = Duration::from_secs(5);
+
+/// What the backend of [`start_holding_backend`] saw on one connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Held {
+    /// A whole request arrived.
+    Request,
+    /// The gateway closed the connection before [`HOLD_LIMIT`] passed (true) or not (false).
+    Closed(bool),
+}
+
+/// Starts a backend that never responds. It reads one request on each
+/// connection and waits up to [`HOLD_LIMIT`] for the gateway to close it.
+fn start_holding_backend() -> (SocketAddr, mpsc::Receiver<Held>) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .expect("failed to bind the holding backend to 127.0.0.1:0");
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
+    let (events, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(MAX_BACKEND_CONNECTIONS) {
+            let Ok(mut stream) = stream else {
+                continue;
+            };
+            let events = events.clone();
+            std::thread::spawn(move || {
+                if read_request(&mut stream, &mut Vec::new()).is_none() {
+                    return;
+                }
+                let _ = events.send(Held::Request);
+                let closed = stream.set_read_timeout(Some(HOLD_LIMIT)).is_ok()
+                    && matches!(stream.read(&mut [0u8; 64]), Ok(0));
+                let _ = events.send(Held::Closed(closed));
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[test]
+fn client_close_cancels_backend_request() {
+    let (backend, events) = start_holding_backend();
+    let config = ConfigBuilder::new(backend)
+        .client(CLIENT_ID, KEY)
+        .client(LIMITED_ID, LIMITED_KEY)
+        .client_rate_limit(LIMITED_ID, "100000/s")
+        .build();
+    let gateway = Gateway::start(&config);
+
+    let paths = [
+        ("own path", CLIENT_ID, KEY),
+        ("proxy path", LIMITED_ID, LIMITED_KEY),
+    ];
+    for (path, client_id, key) in paths {
+        let request_id = format!("rid-gone-{client_id}");
+        let mut conn = Conn::connect(gateway.addr());
+        conn.send(
+            format!(
+                "GET /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway.test\r\nx-api-key: {}\r\nX-Request-Id: {request_id}\r\n\r\n",
+                api_key(client_id, key)
+            )
+            .as_bytes(),
+        );
+        let arrived = events.recv_timeout(BACKEND_READ_TIMEOUT);
+        assert_eq!(arrived, Ok(Held::Request), "{path}: request at the backend");
+        drop(conn);
+
+        // The gateway gives up a request whose client left, and its backend connection.
+        let closed = events.recv_timeout(HOLD_LIMIT * 2);
+        assert_eq!(
+            closed,
+            Ok(Held::Closed(true)),
+            "{path}: the backend connection stayed open after the client left"
+        );
+        let logged = format!("status=499 client_id=\"{client_id}\" request_id={request_id}");
+        assert!(
+            gateway.wait_for_log(&logged, BACKEND_READ_TIMEOUT),
+            "{path}: no access log line with {logged}"
+        );
+    }
 }
