@@ -36,7 +36,7 @@ use tracing::{info, warn};
 
 use crate::failure::{classify_failure, failure_message, log_backend_failure};
 use crate::forward;
-use crate::gateway::{log_rejection, RequestId, RequestIds};
+use crate::gateway::{log_rejection, over_limit, RequestId, RequestIds};
 use crate::metrics::{RouteLabel, METRICS};
 use crate::reload::{Snapshot, SnapshotStore};
 use crate::respond::{self, LocalResponse};
@@ -164,6 +164,7 @@ impl Forwarder {
             }
         };
 
+        let limited = over_limit(&snapshot, &client_id, client.req_header());
         let mut request = Forwarding {
             started,
             snapshot,
@@ -175,6 +176,14 @@ impl Forwarder {
             no_backend: false,
             sent_status: None,
         };
+        if let Some(response) = limited {
+            // A reload since the early check gave the client a rate limit or lowered maxBodySize.
+            let status = response.status;
+            let snapshot = Arc::clone(&request.snapshot);
+            let sent = send_local(&mut client, &snapshot, &request.request_id, response).await;
+            request.log(&client, status);
+            return if sent { keep_open(client).await } else { None };
+        }
         let result = self.forward(&mut client, &mut request).await;
         let status = match &result {
             Ok(()) => request.sent_status.unwrap_or(StatusCode::OK),

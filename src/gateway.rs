@@ -6,8 +6,8 @@ mod downstream;
 mod local;
 
 use downstream::{client_tls, head_size, peer_ip};
-pub use local::log_rejection;
 use local::AdminRoute;
+pub use local::{log_rejection, over_limit};
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -168,7 +168,6 @@ impl Gateway {
         snapshot: &Arc<Snapshot>,
     ) -> Result<bool> {
         ctx.route = RouteLabel::Proxy;
-        let limits = &snapshot.settings.limits;
         let values = session.req_header().headers.get_all(&X_API_KEY);
         match snapshot
             .clients
@@ -179,29 +178,9 @@ impl Gateway {
         }
 
         if let Some(client_id) = &ctx.client_id {
-            if let Err(exceeded) = snapshot.rate_limits.check(client_id) {
-                METRICS.count_rate_limited(client_id);
-                let message = format!(
-                    "the client's rate limit of {} is exceeded; retry after {} s",
-                    exceeded.limit, exceeded.retry_after_seconds
-                );
-                let response = LocalResponse::error(StatusCode::TOO_MANY_REQUESTS, &message)
-                    .with_header(
-                        http::header::RETRY_AFTER,
-                        exceeded.retry_after_seconds.to_string(),
-                    );
+            if let Some(response) = over_limit(snapshot, client_id, session.req_header()) {
                 return self.respond(session, ctx, snapshot, response).await;
             }
-        }
-
-        if declared_body_length(session.req_header())
-            .is_some_and(|length| length > limits.max_body_size.0)
-        {
-            let response = LocalResponse::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is larger than the gateway accepts",
-            );
-            return self.respond(session, ctx, snapshot, response).await;
         }
         Ok(false)
     }
@@ -220,6 +199,36 @@ impl AdminRoute {
             AdminRoute::GenerateClient(_) => "generateclient",
         }
     }
+}
+
+/// Checks a request whose key passed against its client's rate limit, then
+/// its declared body size. Returns the response for a request that must not
+/// go to the backend: 429 or 413.
+pub fn over_limit(
+    snapshot: &Snapshot,
+    client_id: &str,
+    header: &RequestHeader,
+) -> Option<LocalResponse> {
+    if let Err(exceeded) = snapshot.rate_limits.check(client_id) {
+        METRICS.count_rate_limited(client_id);
+        let message = format!(
+            "the client's rate limit of {} is exceeded; retry after {} s",
+            exceeded.limit, exceeded.retry_after_seconds
+        );
+        let response = LocalResponse::error(StatusCode::TOO_MANY_REQUESTS, &message).with_header(
+            http::header::RETRY_AFTER,
+            exceeded.retry_after_seconds.to_string(),
+        );
+        return Some(response);
+    }
+    let limit = snapshot.settings.limits.max_body_size.0;
+    if declared_body_length(header).is_some_and(|length| length > limit) {
+        return Some(LocalResponse::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the request body is larger than the gateway accepts",
+        ));
+    }
+    None
 }
 
 fn declared_body_length(header: &RequestHeader) -> Option<u64> {
