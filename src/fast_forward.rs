@@ -30,18 +30,19 @@ use pingora::protocols::http::v1::client::HttpSession as BackendSession;
 use pingora::protocols::http::{HttpTask, ServerSession};
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use pingora::ErrorSource;
 use smallvec::SmallVec;
 use tracing::{info, warn};
 
+use crate::attempts::Attempts;
 use crate::failure::{classify_failure, failure_message, log_backend_failure};
 use crate::forward;
-use crate::gateway::{log_rejection, over_limit, RequestId, RequestIds};
+use crate::gateway::{
+    log_access, log_rejection, over_limit, status_without_response, RequestId, RequestIds,
+};
 use crate::metrics::{RouteLabel, METRICS};
 use crate::reload::{Snapshot, SnapshotStore};
 use crate::respond::{self, LocalResponse};
 use crate::routes::Route;
-use crate::upstream::BackendInfo;
 
 /// The header that carries `base64(clientId:key)`.
 static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
@@ -71,10 +72,7 @@ struct Forwarding {
     snapshot: Arc<Snapshot>,
     request_id: RequestId,
     client_id: Arc<str>,
-    backend: Option<Arc<BackendInfo>>,
-    retry_backend: Option<Arc<BackendInfo>>,
-    connect_retried: bool,
-    no_backend: bool,
+    attempts: Attempts,
     /// The status of the response head sent to the client, if any.
     sent_status: Option<StatusCode>,
 }
@@ -134,7 +132,9 @@ impl Forwarder {
             client.set_keepalive(Some(settings.timeouts.client_read.0.as_secs().max(1)));
         }
         let header = client.req_header();
-        let request_id = self.request_id(header, &snapshot);
+        let request_id = self
+            .request_ids
+            .for_header(header, &settings.request_id_header.0);
         if snapshot.routes.classify(header.uri.path()) != Route::Proxy {
             // The early path saw a proxied route in the same bytes.
             warn!(request_id = %request_id, "request head read differently on the second parse; closing the connection");
@@ -170,10 +170,7 @@ impl Forwarder {
             snapshot,
             request_id,
             client_id,
-            backend: None,
-            retry_backend: None,
-            connect_retried: false,
-            no_backend: false,
+            attempts: Attempts::default(),
             sent_status: None,
         };
         if let Some(response) = limited {
@@ -194,19 +191,6 @@ impl Forwarder {
             Ok(()) => keep_open(client).await,
             Err(_) => None,
         }
-    }
-
-    /// Keeps a sane client-sent request id, or makes a new one.
-    fn request_id(&self, header: &RequestHeader, snapshot: &Snapshot) -> RequestId {
-        let mut sent = header
-            .headers
-            .get_all(&snapshot.settings.request_id_header.0)
-            .iter();
-        let only = match (sent.next(), sent.next()) {
-            (Some(value), None) => Some(value.as_bytes()),
-            _ => None,
-        };
-        self.request_ids.for_request(only)
     }
 
     /// Sends the request to a backend and its response to the client,
@@ -239,12 +223,17 @@ impl Forwarder {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let backend = self.pick_backend(request)?;
+            let backend = request.attempts.pick(&request.snapshot.balancer)?;
             let peer = &backend.peer;
             let (mut session, reused) = match self.backends.get_http_session(peer).await {
                 Ok(connected) => connected,
                 Err(error) => {
-                    let error = request.connect_failed(error.into_up());
+                    let balancer = &request.snapshot.balancer;
+                    let error = request.attempts.connect_failed(
+                        balancer,
+                        error.into_up(),
+                        &request.request_id,
+                    );
                     if error.retry() && attempts < self.max_attempts {
                         continue;
                     }
@@ -289,21 +278,6 @@ impl Forwarder {
                 }
             }
         }
-    }
-
-    /// Picks the backend: the retry choice after a failed connect, else the
-    /// next healthy one. With no healthy backend the request fails with 502.
-    fn pick_backend(&self, request: &mut Forwarding) -> Result<Arc<BackendInfo>> {
-        let chosen = request
-            .retry_backend
-            .take()
-            .or_else(|| request.snapshot.balancer.select());
-        let Some(backend) = chosen else {
-            request.no_backend = true;
-            return Error::e_explain(HTTPStatus(502), "no backend is healthy");
-        };
-        request.backend = Some(Arc::clone(&backend));
-        Ok(backend)
     }
 
     /// Writes the request to the backend and copies its response to the client.
@@ -391,10 +365,7 @@ impl Forwarder {
         let sent = request.sent_status.map(|status| status.as_u16());
         if let Some(kind) = kind {
             METRICS.count_upstream_error(kind);
-            let backend = request
-                .backend
-                .as_ref()
-                .map_or("-", |backend| &*backend.label);
+            let backend = request.attempts.label();
             let request_id = request.request_id.as_str();
             log_backend_failure(kind, backend, status, sent, error, request_id);
         } else if status >= 500 {
@@ -404,10 +375,10 @@ impl Forwarder {
             return sent;
         }
         let Ok(code) = StatusCode::from_u16(status) else {
-            return status_without_response(error);
+            return status_without_response(Some(error));
         };
         client.set_keepalive(None);
-        let message = failure_message(code, request.no_backend);
+        let message = failure_message(code, request.attempts.no_backend);
         let response = LocalResponse::error(code, message);
         let snapshot = Arc::clone(&request.snapshot);
         if !send_local(client, &snapshot, &request.request_id, response).await {
@@ -418,29 +389,6 @@ impl Forwarder {
 }
 
 impl Forwarding {
-    /// Marks a failed connect for one retry on another healthy backend, as
-    /// the proxy path's `fail_to_connect` does.
-    fn connect_failed(&mut self, mut error: Box<Error>) -> Box<Error> {
-        if self.connect_retried {
-            return error;
-        }
-        let Some(failed) = &self.backend else {
-            return error;
-        };
-        let Some(next) = self.snapshot.balancer.select_other(failed.addr) else {
-            return error;
-        };
-        let (_, kind) = classify_failure(&error);
-        if let Some(kind) = kind {
-            METRICS.count_upstream_error(kind);
-        }
-        warn!(backend = %failed.label, retry_backend = %next.label, error = %error, request_id = %self.request_id, "connecting to the backend failed; retrying on another backend");
-        self.connect_retried = true;
-        self.retry_backend = Some(next);
-        error.set_retry(true);
-        error
-    }
-
     /// Records the request in the metrics and the access log, as the proxy path's `logging` does.
     fn log(&self, client: &ServerSession, status: StatusCode) {
         let elapsed = self.started.elapsed();
@@ -451,15 +399,7 @@ impl Forwarding {
         }
         if settings.log.access {
             let header = client.req_header();
-            info!(
-                target: "keygate::access",
-                method = %header.method,
-                path = header.uri.path(),
-                status = status.as_u16(),
-                client_id = &*self.client_id,
-                request_id = %self.request_id,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-            );
+            log_access(header, status, &self.client_id, &self.request_id, elapsed);
         }
     }
 }
@@ -530,13 +470,4 @@ fn peer_ip(client: &ServerSession) -> Option<IpAddr> {
         .client_addr()
         .and_then(|addr| addr.as_inet())
         .map(|addr| addr.ip().to_canonical())
-}
-
-/// Picks the status to record for a request that got no response, as the proxy path does.
-fn status_without_response(error: &Error) -> StatusCode {
-    if *error.esource() == ErrorSource::Downstream {
-        StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
 }

@@ -197,6 +197,12 @@ mod tests {
         request
     }
 
+    /// Prepares `request` for the client `karolin` with request id `rid` and no peer address.
+    fn prepare(request: &mut RequestHeader, settings: &GatewaySettings, client_tls: bool) {
+        let id = request_id("rid");
+        prepare_request(request, settings, "karolin", &id, None, client_tls).unwrap();
+    }
+
     fn request_id(sent: &str) -> RequestId {
         crate::gateway::RequestIds::new().for_request(Some(sent.as_bytes()))
     }
@@ -218,15 +224,7 @@ mod tests {
             ("x_client_id", "other"),
             ("X-Client_Id", "third"),
         ]);
-        prepare_request(
-            &mut request,
-            &settings,
-            "karolin",
-            &request_id("rid"),
-            None,
-            false,
-        )
-        .unwrap();
+        prepare(&mut request, &settings, false);
         assert_eq!(values(&request, "x-client-id"), ["karolin"]);
         assert!(request.headers.get("x_client_id").is_none());
         assert!(request.headers.get("x-client_id").is_none());
@@ -243,15 +241,7 @@ mod tests {
             ("x-foo", "1"),
             ("x-bar", "2"),
         ]);
-        prepare_request(
-            &mut request,
-            &settings,
-            "karolin",
-            &request_id("rid"),
-            None,
-            false,
-        )
-        .unwrap();
+        prepare(&mut request, &settings, false);
         for name in ["connection", "keep-alive", "te", "http2-settings", "x-foo"] {
             assert!(
                 request.headers.get(name).is_none(),
@@ -265,15 +255,7 @@ mod tests {
     fn connection_cannot_drop_identity() {
         let settings = GatewaySettings::default();
         let mut request = request(&[("Connection", "x-client-id")]);
-        prepare_request(
-            &mut request,
-            &settings,
-            "karolin",
-            &request_id("rid"),
-            None,
-            false,
-        )
-        .unwrap();
+        prepare(&mut request, &settings, false);
         assert_eq!(values(&request, "x-client-id"), ["karolin"]);
     }
 
@@ -281,28 +263,12 @@ mod tests {
     fn credentials_kept_or_hidden() {
         let mut settings = GatewaySettings::default();
         let mut kept = request(&[("x-api-key", "value")]);
-        prepare_request(
-            &mut kept,
-            &settings,
-            "karolin",
-            &request_id("rid"),
-            None,
-            false,
-        )
-        .unwrap();
+        prepare(&mut kept, &settings, false);
         assert_eq!(values(&kept, "x-api-key"), ["value"]);
 
         settings.hide_credentials = true;
         let mut hidden = request(&[("x-api-key", "value")]);
-        prepare_request(
-            &mut hidden,
-            &settings,
-            "karolin",
-            &request_id("rid"),
-            None,
-            false,
-        )
-        .unwrap();
+        prepare(&mut hidden, &settings, false);
         assert!(hidden.headers.get("x-api-key").is_none());
     }
 
@@ -334,15 +300,7 @@ mod tests {
     fn forwarded_proto_https_over_tls() {
         let settings = GatewaySettings::default();
         let mut request = request(&[("X-Forwarded-Proto", "http")]);
-        prepare_request(
-            &mut request,
-            &settings,
-            "karolin",
-            &request_id("rid"),
-            None,
-            true,
-        )
-        .unwrap();
+        prepare(&mut request, &settings, true);
         assert_eq!(values(&request, "x-forwarded-proto"), ["https"]);
     }
 

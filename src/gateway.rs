@@ -12,7 +12,7 @@ pub use local::{log_rejection, over_limit};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::ErrorSource;
 use tracing::{info, warn};
 
+use crate::attempts::Attempts;
 use crate::clients::DenyReason;
 use crate::failure::{classify_failure, failure_message, log_backend_failure};
 use crate::forward;
@@ -31,7 +32,6 @@ use crate::metrics::{RouteLabel, METRICS};
 use crate::reload::{Snapshot, SnapshotStore};
 use crate::respond::LocalResponse;
 use crate::routes::Route;
-use crate::upstream::BackendInfo;
 
 /// Maximum length of a request id kept from a client; a longer or odd one is replaced.
 const MAX_REQUEST_ID_BYTES: usize = 128;
@@ -87,6 +87,17 @@ impl RequestIds {
         }
     }
 
+    /// Keeps the request id in the `name` field of `header` when there is
+    /// exactly one and it is sane; otherwise makes a new one.
+    pub fn for_header(&self, header: &RequestHeader, name: &http::HeaderName) -> RequestId {
+        let mut sent = header.headers.get_all(name).iter();
+        let only = match (sent.next(), sent.next()) {
+            (Some(value), None) => Some(value.as_bytes()),
+            _ => None,
+        };
+        self.for_request(only)
+    }
+
     /// Keeps `sent`, the one request id the client sent, when it is
     /// printable ASCII of sane length; otherwise makes a new one.
     pub fn for_request(&self, sent: Option<&[u8]>) -> RequestId {
@@ -133,14 +144,7 @@ pub struct RequestCtx {
     /// The status of a response keygate wrote itself.
     local_status: Option<StatusCode>,
     body_bytes: u64,
-    /// The backend of the current attempt.
-    backend: Option<Arc<BackendInfo>>,
-    /// The backend chosen for the retry after a failed connect.
-    retry_backend: Option<Arc<BackendInfo>>,
-    /// Set once a failed connect was retried, so a request is retried at most once.
-    connect_retried: bool,
-    /// Set when no backend was healthy.
-    no_backend: bool,
+    attempts: Attempts,
 }
 
 impl Gateway {
@@ -150,15 +154,8 @@ impl Gateway {
 
     /// Keeps a sane client-sent request id, or makes a new one.
     fn request_id(&self, header: &RequestHeader, snapshot: &Snapshot) -> RequestId {
-        let mut sent = header
-            .headers
-            .get_all(&snapshot.settings.request_id_header.0)
-            .iter();
-        let only = match (sent.next(), sent.next()) {
-            (Some(value), None) => Some(value.as_bytes()),
-            _ => None,
-        };
-        self.request_ids.for_request(only)
+        self.request_ids
+            .for_header(header, &snapshot.settings.request_id_header.0)
     }
 }
 
@@ -176,10 +173,7 @@ impl ProxyHttp for Gateway {
             deny_reason: None,
             local_status: None,
             body_bytes: 0,
-            backend: None,
-            retry_backend: None,
-            connect_retried: false,
-            no_backend: false,
+            attempts: Attempts::default(),
         }
     }
 
@@ -266,17 +260,8 @@ impl ProxyHttp for Gateway {
         let Some(snapshot) = &ctx.snapshot else {
             return Error::e_explain(InternalError, "no snapshot for this request");
         };
-        let chosen = ctx
-            .retry_backend
-            .take()
-            .or_else(|| snapshot.balancer.select());
-        let Some(backend) = chosen else {
-            ctx.no_backend = true;
-            return Error::e_explain(HTTPStatus(502), "no backend is healthy");
-        };
-        let peer = Box::new(backend.peer.clone());
-        ctx.backend = Some(backend);
-        Ok(peer)
+        let backend = ctx.attempts.pick(&snapshot.balancer)?;
+        Ok(Box::new(backend.peer.clone()))
     }
 
     /// Marks a failed connect for one retry on another healthy backend. The
@@ -286,26 +271,15 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        mut error: Box<Error>,
+        error: Box<Error>,
     ) -> Box<Error> {
-        if ctx.connect_retried {
-            return error;
+        match &ctx.snapshot {
+            Some(snapshot) => {
+                ctx.attempts
+                    .connect_failed(&snapshot.balancer, error, &ctx.request_id)
+            }
+            None => error,
         }
-        let (Some(snapshot), Some(failed)) = (&ctx.snapshot, &ctx.backend) else {
-            return error;
-        };
-        let Some(next) = snapshot.balancer.select_other(failed.addr) else {
-            return error;
-        };
-        let (_, kind) = classify_failure(&error);
-        if let Some(kind) = kind {
-            METRICS.count_upstream_error(kind);
-        }
-        warn!(backend = %failed.label, retry_backend = %next.label, error = %error, request_id = %ctx.request_id, "connecting to the backend failed; retrying on another backend");
-        ctx.connect_retried = true;
-        ctx.retry_backend = Some(next);
-        error.set_retry(true);
-        error
     }
 
     /// Counts the request for the backend it is about to be sent to.
@@ -319,7 +293,7 @@ impl ProxyHttp for Gateway {
         _digest: Option<&Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(backend) = &ctx.backend {
+        if let Some(backend) = &ctx.attempts.backend {
             backend.requests.inc();
         }
         Ok(())
@@ -405,7 +379,7 @@ impl ProxyHttp for Gateway {
             .map(|header| header.status.as_u16());
         if let Some(kind) = kind {
             METRICS.count_upstream_error(kind);
-            let backend = ctx.backend.as_ref().map_or("-", |backend| &*backend.label);
+            let backend = ctx.attempts.label();
             log_backend_failure(
                 kind,
                 backend,
@@ -419,7 +393,7 @@ impl ProxyHttp for Gateway {
         }
         let code = StatusCode::from_u16(status).ok();
         if let (Some(code), Some(snapshot), None) = (code, ctx.snapshot.clone(), sent_status) {
-            let message = failure_message(code, ctx.no_backend);
+            let message = failure_message(code, ctx.attempts.no_backend);
             session.set_keepalive(None);
             if let Err(err) = self
                 .respond(session, ctx, &snapshot, LocalResponse::error(code, message))
@@ -449,7 +423,7 @@ impl ProxyHttp for Gateway {
         // fail_to_connect logs each retry it starts with its request id and
         // both backends. pingora's line stays for its own retries on pooled
         // connections.
-        ctx.retry_backend.is_some()
+        ctx.attempts.retrying()
     }
 
     fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
@@ -476,23 +450,40 @@ impl ProxyHttp for Gateway {
         }
         // Refused requests are logged by the rate-bounded auth-failure line instead.
         if snapshot.settings.log.access && ctx.deny_reason.is_none() {
-            let header = session.req_header();
-            info!(
-                target: "keygate::access",
-                method = %header.method,
-                path = header.uri.path(),
-                status = status.as_u16(),
-                client_id = ctx.client_id.as_deref().unwrap_or("-"),
-                request_id = %ctx.request_id,
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
+            let client_id = ctx.client_id.as_deref().unwrap_or("-");
+            log_access(
+                session.req_header(),
+                status,
+                client_id,
+                &ctx.request_id,
+                elapsed,
             );
         }
     }
 }
 
+/// Writes the access log line of one request.
+pub fn log_access(
+    header: &RequestHeader,
+    status: StatusCode,
+    client_id: &str,
+    request_id: &RequestId,
+    elapsed: Duration,
+) {
+    info!(
+        target: "keygate::access",
+        method = %header.method,
+        path = header.uri.path(),
+        status = status.as_u16(),
+        client_id,
+        request_id = %request_id,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+    );
+}
+
 /// Picks the status to record for a request that got no response: 499
 /// (client closed the connection, as nginx records it) unless keygate failed.
-fn status_without_response(error: Option<&Error>) -> StatusCode {
+pub fn status_without_response(error: Option<&Error>) -> StatusCode {
     match error {
         Some(error) if *error.esource() != ErrorSource::Downstream => {
             StatusCode::INTERNAL_SERVER_ERROR

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod admin_access;
+pub mod attempts;
 pub mod balancer;
 pub mod clients;
 pub mod config;

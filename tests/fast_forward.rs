@@ -215,15 +215,25 @@ fn read(conn: &mut Conn, head_request: bool) -> Vec<Response> {
     }
 }
 
+/// Starts a gateway with the one client in front of `backend`.
+fn start_gateway(backend: &RecordingBackend) -> Gateway {
+    let config = ConfigBuilder::new(backend.addr)
+        .client(CLIENT_ID, KEY)
+        .build();
+    Gateway::start(&config)
+}
+
+/// Returns [`PUSH`] with a good key.
+fn push() -> Vec<u8> {
+    PUSH.replace("{key}", &api_key(CLIENT_ID, KEY)).into_bytes()
+}
+
 #[test]
 fn both_paths_forward_alike() {
     let key = api_key(CLIENT_ID, KEY);
     for case in &CASES {
         let backend = RecordingBackend::start(case.response, case.close_after);
-        let config = ConfigBuilder::new(backend.addr)
-            .client(CLIENT_ID, KEY)
-            .build();
-        let gateway = Gateway::start(&config);
+        let gateway = start_gateway(&backend);
         let request = case.request.replace("{key}", &key).into_bytes();
         let head_request = case.request.starts_with("HEAD ");
 
@@ -269,11 +279,8 @@ fn close_ended_body_keeps_client_connection() {
         b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nended by close",
         true,
     );
-    let config = ConfigBuilder::new(backend.addr)
-        .client(CLIENT_ID, KEY)
-        .build();
-    let gateway = Gateway::start(&config);
-    let request = PUSH.replace("{key}", &api_key(CLIENT_ID, KEY)).into_bytes();
+    let gateway = start_gateway(&backend);
+    let request = push();
 
     let mut conn = Conn::connect(gateway.addr());
     for _ in 0..2 {
@@ -292,11 +299,8 @@ fn backend_hop_headers_dropped() {
         b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nx-secret: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nContent-Length: 2\r\n\r\nok",
         false,
     );
-    let config = ConfigBuilder::new(backend.addr)
-        .client(CLIENT_ID, KEY)
-        .build();
-    let gateway = Gateway::start(&config);
-    let request = PUSH.replace("{key}", &api_key(CLIENT_ID, KEY)).into_bytes();
+    let gateway = start_gateway(&backend);
+    let request = push();
 
     let mut conn = Conn::connect(gateway.addr());
     conn.send(&request);
@@ -330,10 +334,7 @@ fn unrequested_switch_is_bad_gateway() {
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nnot http",
         false,
     );
-    let config = ConfigBuilder::new(backend.addr)
-        .client(CLIENT_ID, KEY)
-        .build();
-    let gateway = Gateway::start(&config);
+    let gateway = start_gateway(&backend);
     let request = format!(
         "GET /nps/rest/push/p1 HTTP/1.1\r\nHost: gateway.test\r\nx-api-key: {}\r\nX-Request-Id: rid-switch\r\n\r\n",
         api_key(CLIENT_ID, KEY)
