@@ -6,7 +6,7 @@
 //! then serve until a signal.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -52,7 +52,7 @@ enum Command {
     },
     /// Check the config file, print a summary, and exit non-zero if it is invalid.
     CheckConfig,
-    /// Print a new client entry and its x-api-key value, without a running gateway.
+    /// Print a new client entry and its x-api-key value, without a running gateway. A clientId already in the config file needs --rotate.
     GenerateClient {
         /// The clientId: 1 to 128 bytes, no whitespace, control characters or ':'.
         client_id: String,
@@ -100,6 +100,7 @@ fn main() -> ExitCode {
             hash,
             rotate,
         }) => generate_client(
+            &cli.config,
             &client_id,
             keygen::SnippetForm {
                 hashed: hash,
@@ -111,6 +112,27 @@ fn main() -> ExitCode {
             upgrade_timeout,
         }) => run(cli.config, upgrade.then_some(upgrade_timeout)),
         None => run(cli.config, None),
+    }
+}
+
+/// Returns whether the config file at `path` lists `client_id`. A missing
+/// file lists nothing. A file that does not load is reported on stderr and
+/// counts as listing nothing, since a key can be made without it.
+fn is_configured(path: &Path, client_id: &str) -> bool {
+    if !path.exists() {
+        return false;
+    }
+    match config::load(path) {
+        Ok(config) => config
+            .clients
+            .iter()
+            .any(|entry| entry.client_id == client_id),
+        Err(err) => {
+            eprintln!(
+                "keygate: could not check whether {client_id:?} is already configured: {err}"
+            );
+            false
+        }
     }
 }
 
@@ -269,9 +291,17 @@ fn print_tls_summary(settings: &config::GatewaySettings, material: &tls::TlsMate
     }
 }
 
-fn generate_client(client_id: &str, form: keygen::SnippetForm) -> ExitCode {
+fn generate_client(config_path: &Path, client_id: &str, form: keygen::SnippetForm) -> ExitCode {
     if let Err(reason) = config::check_client_id(client_id) {
         eprintln!("keygate: invalid clientId {client_id:?}: {reason}");
+        return ExitCode::from(2);
+    }
+    // As on the generateclient route, which responds with 409: a configured client gets a new key only with --rotate.
+    if !form.extra_key && is_configured(config_path, client_id) {
+        eprintln!(
+            "keygate: clientId {client_id:?} is already configured in {}; choose another clientId, or add --rotate for an extra key",
+            config_path.display()
+        );
         return ExitCode::from(2);
     }
     match keygen::new_key() {

@@ -312,6 +312,39 @@ fn generate_client_quotes_yaml_lookalikes() {
 }
 
 #[test]
+fn generate_client_configured_id_needs_rotate() {
+    let text = config_builder().client("karolin", KEY).build();
+    let (_dir, path) = write_config_file(&text);
+    let path_text = path.display().to_string();
+
+    let taken = Gateway::spawn_raw(&["generate-client", "--config", &path_text, "karolin"]);
+    assert_eq!(taken.status.code(), Some(2), "{}", describe(&taken));
+    assert!(stdout_text(&taken).is_empty(), "{}", describe(&taken));
+    let message = stderr_text(&taken);
+    assert!(message.contains("already configured"), "{message}");
+    assert!(message.contains(&path_text), "{message}");
+    assert!(message.contains("--rotate"), "{message}");
+
+    let rotated = Gateway::spawn_raw(&[
+        "generate-client",
+        "--config",
+        &path_text,
+        "--rotate",
+        "karolin",
+    ]);
+    assert!(rotated.status.success(), "{}", describe(&rotated));
+    assert!(
+        stdout_text(&rotated).contains("- key: "),
+        "{}",
+        describe(&rotated)
+    );
+
+    let other = Gateway::spawn_raw(&["generate-client", "--config", &path_text, "martin"]);
+    assert!(other.status.success(), "{}", describe(&other));
+    assert_snippet(&stdout_text(&other), "martin");
+}
+
+#[test]
 fn generate_client_rejects_bad_id() {
     let too_long = "a".repeat(129);
     for client_id in ["a:b", "a b", "", too_long.as_str()] {
