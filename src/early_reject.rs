@@ -37,10 +37,12 @@ use pingora::server::ShutdownWatch;
 use smallvec::SmallVec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
+use tracing::info;
 
 use crate::clients::DenyReason;
 use crate::fast_forward::Forwarder;
 use crate::gateway::{log_rejection, RequestIds};
+use crate::logging::HEAD_FAILURE_LOG;
 use crate::metrics::{RouteLabel, METRICS};
 use crate::reload::{Snapshot, SnapshotStore};
 use crate::respond::{LocalResponse, FORBIDDEN_BODY};
@@ -176,6 +178,11 @@ impl<A> EarlyReject<A> {
                 Parsed::Partial if buffer.len() > max_head => {
                     // The head can only end up over maxHeaderSize, which gets 431.
                     send(stream, &head_too_large_response(), client_read).await;
+                    log_head_failure(
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                        stream,
+                        buffer.len(),
+                    );
                     METRICS.observe_request(
                         RouteLabel::Other,
                         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -192,6 +199,7 @@ impl<A> EarlyReject<A> {
                 Err(_) => {
                     // As nginx's client_header_timeout: 408, then close.
                     send(stream, &head_timeout_response(), client_read).await;
+                    log_head_failure(StatusCode::REQUEST_TIMEOUT, stream, buffer.len());
                     METRICS.observe_request(
                         RouteLabel::Other,
                         StatusCode::REQUEST_TIMEOUT,
@@ -291,6 +299,28 @@ async fn send(stream: &mut TcpStream, response: &[u8], time: Duration) -> bool {
     })
     .await;
     matches!(written, Ok(Ok(())))
+}
+
+/// Logs a request head rejected here with 408 or 431, within the rate
+/// bound on such lines. `received` is the bytes of head read so far.
+fn log_head_failure(status: StatusCode, stream: &TcpStream, received: usize) {
+    let (admitted, held_back) = HEAD_FAILURE_LOG.admit();
+    if held_back > 0 {
+        info!(
+            lines = held_back,
+            "request head failure lines held back by the rate limit"
+        );
+    }
+    if !admitted {
+        return;
+    }
+    let peer = peer(stream).map_or_else(|| "-".to_string(), |ip| ip.to_string());
+    let reason = if status == StatusCode::REQUEST_TIMEOUT {
+        "the request head did not arrive within timeouts.clientRead; responded 408 and closed the connection"
+    } else {
+        "the request head grew past limits.maxHeaderSize; responded 431 and closed the connection"
+    };
+    info!(status = status.as_u16(), peer, received, "{reason}");
 }
 
 fn peer(stream: &TcpStream) -> Option<std::net::IpAddr> {

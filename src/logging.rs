@@ -22,6 +22,9 @@ const AUTH_FAILURE_LINES_PER_SECOND: u64 = 10;
 /// Connections rejected by a connection cap logged in one second.
 const CONNECTION_REJECTION_LINES_PER_SECOND: u64 = 10;
 
+/// Lines a second about request heads rejected with 408 or 431 before the proxy engine.
+const HEAD_FAILURE_LINES_PER_SECOND: u64 = 10;
+
 /// The log target of pingora's module that sends and receives listening sockets.
 const ENGINE_SOCKET_TRANSFER_TARGET: &str = "pingora_core::server::transfer_fd";
 
@@ -112,6 +115,11 @@ pub struct FailureLogLimiter {
 /// The process-wide limiter for auth-failure lines.
 pub static AUTH_FAILURE_LOG: FailureLogLimiter =
     FailureLogLimiter::new(AUTH_FAILURE_LINES_PER_SECOND);
+
+/// The process-wide limiter for lines about request heads that were too
+/// slow or too large on the early path.
+pub static HEAD_FAILURE_LOG: FailureLogLimiter =
+    FailureLogLimiter::new(HEAD_FAILURE_LINES_PER_SECOND);
 
 /// The process-wide limiter for lines about connections over a connection cap.
 pub static CONNECTION_REJECTION_LOG: FailureLogLimiter =

@@ -197,6 +197,13 @@ fn trickled_head_gets_408_within_client_read() {
         "the connection stayed open for the whole trickle"
     );
     assert!(mock.requests().is_empty());
+    assert!(
+        gateway.wait_for_log(
+            "did not arrive within timeouts.clientRead",
+            Duration::from_secs(5)
+        ),
+        "no log line for the 408"
+    );
 }
 
 fn start_with_client_read(client_read: &str) -> (MockBackend, Gateway) {
@@ -280,6 +287,10 @@ fn unfinished_head_over_limit_gets_431() {
     assert_eq!(answer.header("connection"), Some("close"));
     assert!(conn.is_closed_by_peer());
     assert!(mock.requests().is_empty());
+    assert!(
+        gateway.wait_for_log("grew past limits.maxHeaderSize", Duration::from_secs(5)),
+        "no log line for the 431"
+    );
 }
 
 /// Requests whose framing or connection fields are unusual. The early path
