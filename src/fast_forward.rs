@@ -97,7 +97,12 @@ impl Forwarder {
     /// when it stays open for the next request.
     pub async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<KeptOpen> {
         let started = Instant::now();
+        // The early path has read the whole head, so this is the snapshot in force once it was read.
+        let snapshot = self.store.current_owned();
+        let settings = &snapshot.settings;
         let mut client = ServerSession::new_http1(stream);
+        // The head is all here already, but a read that waits for more must still end.
+        client.set_read_timeout(Some(settings.timeouts.client_read.0));
         // As pingora's HTTP server sets it before each request it reads.
         if *shutdown.borrow() {
             client.set_keepalive(None);
@@ -125,9 +130,6 @@ impl Forwarder {
         if *shutdown.borrow() {
             client.set_keepalive(None);
         }
-        let snapshot = self.store.current_owned();
-        let settings = &snapshot.settings;
-        client.set_read_timeout(Some(settings.timeouts.client_read.0));
         if client.get_keepalive().is_some() {
             client.set_keepalive(Some(settings.timeouts.client_read.0.as_secs().max(1)));
         }
