@@ -81,23 +81,9 @@ source "$script_dir/runs.sh"
 install_missing
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 
-if (( build )); then
-    echo "building keygate and bare_proxy (release)"
-    (cd "$repo" && cargo build --release --quiet --bin keygate --example bare_proxy)
-fi
-for binary in "$keygate_bin" "$bare_bin"; do
-    if [[ ! -x "$binary" ]]; then
-        echo "compare.sh: $binary not found; run without --no-build" >&2
-        exit 1
-    fi
-done
+build_release compare.sh "$build" "--bin keygate --example bare_proxy" "$keygate_bin" "$bare_bin"
 
-work="$(mktemp -d -t keygate-load.XXXXXX)"
-pids=()
-stop_signals=()
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_work_dir load cleanup
 
 # --------------------------------------------------------------- start
 

@@ -69,21 +69,9 @@ source "$script_dir/servers.sh"
 install_missing
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 
-if (( build )); then
-    echo "building keygate (release)"
-    (cd "$repo" && cargo build --release --quiet --bin keygate)
-fi
-if [[ ! -x "$keygate_bin" ]]; then
-    echo "profile.sh: $keygate_bin not found; run without --no-build" >&2
-    exit 1
-fi
+build_release profile.sh "$build" "--bin keygate" "$keygate_bin"
 
-work="$(mktemp -d -t keygate-profile.XXXXXX)"
-pids=()
-stop_signals=()
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_work_dir profile cleanup
 
 mapfile -t ports < <(pick_ports 3)
 backend_port="${ports[0]}"

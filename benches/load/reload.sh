@@ -84,18 +84,8 @@ source "$script_dir/runs.sh"
 install_missing
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
 
-if (( build )); then
-    echo "building keygate (release)"
-    (cd "$repo" && cargo build --release --quiet --bin keygate)
-fi
-if [[ ! -x "$keygate_bin" ]]; then
-    echo "reload.sh: $keygate_bin not found; run without --no-build" >&2
-    exit 1
-fi
+build_release reload.sh "$build" "--bin keygate" "$keygate_bin"
 
-work="$(mktemp -d -t keygate-reload.XXXXXX)"
-pids=()
-stop_signals=()
 # The wrk process of the load run in progress, stopped on exit.
 load_pid=""
 
@@ -106,9 +96,7 @@ stop_load_and_servers() {
     fi
     cleanup
 }
-trap stop_load_and_servers EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+make_work_dir reload stop_load_and_servers
 
 # --------------------------------------------------------------- start
 

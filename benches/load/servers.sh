@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# Functions that compare.sh and reload.sh source to install their tools and
-# to start, configure and stop their servers. They use the sourcing script's
-# variables: work, keep, pids, stop_signals, nginx_bin and CONNECTIONS.
+# Functions that the load scripts source to install their tools, build
+# keygate and to start, configure and stop their servers. They use the
+# sourcing script's variables: repo, work, keep, pids, stop_signals,
+# nginx_bin and CONNECTIONS.
 
 # Installs the missing packages. apt-get update runs only when the first
 # install attempt fails, which is the case on a machine with no package lists.
@@ -36,6 +37,38 @@ install_missing() {
         "${as_root[@]}" rm -f "$policy"
     fi
     return "$status"
+}
+
+# Builds the release binaries named by the cargo arguments when BUILD is 1,
+# then exits with a message unless every BINARY exists.
+# Usage: build_release SCRIPT BUILD "CARGO_ARGS" BINARY...
+build_release() {
+    local script="$1" build="$2" cargo_args="$3" binary
+    shift 3
+    if (( build )); then
+        echo "building in release mode: cargo build $cargo_args"
+        # shellcheck disable=SC2086 # the arguments are split on purpose
+        (cd "$repo" && cargo build --release --quiet $cargo_args)
+    fi
+    for binary in "$@"; do
+        if [[ ! -x "$binary" ]]; then
+            echo "$script: $binary not found; run without --no-build" >&2
+            exit 1
+        fi
+    done
+}
+
+# Creates the work folder keygate-NAME.XXXXXX and empty lists of started
+# processes, and runs ON_EXIT when the script ends or is interrupted.
+# Usage: make_work_dir NAME ON_EXIT
+make_work_dir() {
+    work="$(mktemp -d -t "keygate-$1.XXXXXX")"
+    pids=()
+    stop_signals=()
+    # shellcheck disable=SC2064 # ON_EXIT is fixed when the trap is set
+    trap "$2" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
 }
 
 # Prints COUNT free TCP ports on 127.0.0.1, one per line. All sockets stay
