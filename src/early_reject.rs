@@ -23,11 +23,13 @@
 //! engine checks every request again.
 
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
+use http::uri::PathAndQuery;
 use http::StatusCode;
 use pingora::apps::ServerApp;
 use pingora::protocols::http::date::get_cached_date;
@@ -221,7 +223,7 @@ impl<A> EarlyReject<A> {
         let keep_alive = request.keep_alive && !*shutdown.borrow();
         let request_id = self
             .request_ids
-            .for_request(request.request_id.as_deref().map(str::as_bytes));
+            .for_request(request.request_id.clone().map(|range| &buffer[range]));
         let response = forbidden(
             settings.request_id_header.0.as_str(),
             request_id.as_str(),
@@ -234,8 +236,8 @@ impl<A> EarlyReject<A> {
         log_rejection(
             reason,
             || peer(stream),
-            &request.method,
-            &request.path,
+            std::str::from_utf8(&buffer[request.method.clone()]).unwrap_or("-"),
+            request.target.path(),
             request_id.as_str(),
         );
         let written = send(stream, &response, client_read).await;
@@ -263,7 +265,7 @@ impl<A> EarlyReject<A> {
         {
             return Decision::HandOver;
         }
-        if snapshot.routes.classify(&request.path) != Route::Proxy {
+        if snapshot.routes.classify(request.target.path()) != Route::Proxy {
             return Decision::HandOver;
         }
         let values = request.api_keys.iter().map(|range| &buffer[range.clone()]);
@@ -415,16 +417,23 @@ fn is_plain_host(value: &[u8]) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || b".-:[]_".contains(byte))
 }
 
+/// Returns the range that `part`, a slice of `buffer`, takes in it.
+fn range_in(buffer: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr() as usize - buffer.as_ptr() as usize;
+    start..start + part.len()
+}
+
 /// The parts of a request head this path needs.
 struct Head {
     head_length: usize,
     body_length: usize,
-    method: String,
-    /// The path without the query.
-    path: String,
+    /// Byte range of the method in the buffer.
+    method: Range<usize>,
+    target: PathAndQuery,
     /// Byte ranges of the `x-api-key` values in the buffer.
-    api_keys: SmallVec<[std::ops::Range<usize>; 1]>,
-    request_id: Option<String>,
+    api_keys: SmallVec<[Range<usize>; 1]>,
+    /// Byte range of the request id field's value, when there is exactly one.
+    request_id: Option<Range<usize>>,
     keep_alive: bool,
     is_head: bool,
     http11: bool,
@@ -466,7 +475,7 @@ impl Head {
         else {
             return Parsed::Invalid;
         };
-        let Ok(path_and_query) = http::uri::PathAndQuery::try_from(target) else {
+        let Ok(path_and_query) = PathAndQuery::try_from(target) else {
             return Parsed::Invalid;
         };
 
@@ -478,12 +487,10 @@ impl Head {
         let mut connection_fields = 0;
         let mut api_keys = SmallVec::new();
         let mut request_ids: SmallVec<[&[u8]; 1]> = SmallVec::new();
-        let base = buffer.as_ptr() as usize;
         for field in request.headers.iter() {
             let name = field.name;
             if name.eq_ignore_ascii_case("x-api-key") {
-                let start = field.value.as_ptr() as usize - base;
-                api_keys.push(start..start + field.value.len());
+                api_keys.push(range_in(buffer, field.value));
             } else if name.eq_ignore_ascii_case("host") {
                 host += 1;
                 plain &= is_plain_host(field.value);
@@ -522,14 +529,14 @@ impl Head {
         let keep_alive = !close && (version == 1 || keep_alive_token);
         // Only a single request id is kept, as on the proxy path.
         let request_id = match request_ids.as_slice() {
-            [only] => Some(String::from_utf8_lossy(only).into_owned()),
+            [only] => Some(range_in(buffer, only)),
             _ => None,
         };
         Parsed::Complete(Head {
             head_length,
             body_length: content_length.unwrap_or(0),
-            method: method.to_string(),
-            path: path_and_query.path().to_string(),
+            method: range_in(buffer, method.as_bytes()),
+            target: path_and_query,
             api_keys,
             request_id,
             keep_alive,
