@@ -317,10 +317,14 @@ fn generate_client_configured_id_needs_rotate() {
     let (_dir, path) = write_config_file(&text);
     let path_text = path.display().to_string();
 
-    let taken = Gateway::spawn_raw(&["generate-client", "--config", &path_text, "karolin"]);
-    assert_eq!(taken.status.code(), Some(2), "{}", describe(&taken));
-    assert!(stdout_text(&taken).is_empty(), "{}", describe(&taken));
-    let message = stderr_text(&taken);
+    let duplicate = Gateway::spawn_raw(&["generate-client", "--config", &path_text, "karolin"]);
+    assert_eq!(duplicate.status.code(), Some(2), "{}", describe(&duplicate));
+    assert!(
+        stdout_text(&duplicate).is_empty(),
+        "{}",
+        describe(&duplicate)
+    );
+    let message = stderr_text(&duplicate);
     assert!(message.contains("already configured"), "{message}");
     assert!(message.contains(&path_text), "{message}");
     assert!(message.contains("--rotate"), "{message}");

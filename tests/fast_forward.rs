@@ -368,9 +368,9 @@ fn unrequested_switch_is_bad_gateway() {
 /// close the connection.
 const HOLD_LIMIT: Duration = Duration::from_secs(5);
 
-/// What the backend of [`start_holding_backend`] saw on one connection.
+/// An event on one connection of the backend of [`start_holding_backend`].
 #[derive(Debug, PartialEq, Eq)]
-enum Held {
+enum BackendEvent {
     /// A whole request arrived.
     Request,
     /// The gateway closed the connection before [`HOLD_LIMIT`] passed (true) or not (false).
@@ -379,7 +379,7 @@ enum Held {
 
 /// Starts a backend that never responds. It reads one request on each
 /// connection and waits up to [`HOLD_LIMIT`] for the gateway to close it.
-fn start_holding_backend() -> (SocketAddr, mpsc::Receiver<Held>) {
+fn start_holding_backend() -> (SocketAddr, mpsc::Receiver<BackendEvent>) {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .expect("failed to bind the holding backend to 127.0.0.1:0");
     let addr = listener
@@ -396,10 +396,10 @@ fn start_holding_backend() -> (SocketAddr, mpsc::Receiver<Held>) {
                 if read_request(&mut stream, &mut Vec::new()).is_none() {
                     return;
                 }
-                let _ = events.send(Held::Request);
+                let _ = events.send(BackendEvent::Request);
                 let closed = stream.set_read_timeout(Some(HOLD_LIMIT)).is_ok()
                     && matches!(stream.read(&mut [0u8; 64]), Ok(0));
-                let _ = events.send(Held::Closed(closed));
+                let _ = events.send(BackendEvent::Closed(closed));
             });
         }
     });
@@ -431,14 +431,18 @@ fn client_close_cancels_backend_request() {
             .as_bytes(),
         );
         let arrived = events.recv_timeout(BACKEND_READ_TIMEOUT);
-        assert_eq!(arrived, Ok(Held::Request), "{path}: request at the backend");
+        assert_eq!(
+            arrived,
+            Ok(BackendEvent::Request),
+            "{path}: request at the backend"
+        );
         drop(conn);
 
         // The gateway gives up a request whose client left, and its backend connection.
         let closed = events.recv_timeout(HOLD_LIMIT * 2);
         assert_eq!(
             closed,
-            Ok(Held::Closed(true)),
+            Ok(BackendEvent::Closed(true)),
             "{path}: the backend connection stayed open after the client left"
         );
         let logged = format!("status=499 client_id=\"{client_id}\" request_id={request_id}");
